@@ -1,0 +1,1 @@
+"""The MDLM math as pure jnp functions: schedules, forward process, losses, samplers."""

@@ -1,0 +1,128 @@
+"""SUBS parameterisation and the training objectives (SPEC sections 4, 5).
+
+Minus infinity is a true ``-inf`` here (the official code uses -1e6 / -1000); every product with
+a log-probability goes through ``jnp.where`` so that ``0 * -inf`` never reaches a loss.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mdlm_jax.diffusion import process
+from mdlm_jax.diffusion.schedules import NoiseSchedule
+
+
+class LossOutput(NamedTuple):
+    """loss: () reduced NELBO in nats/token; token_loss: (B, L) weighted per-token loss
+    (already multiplied by the attention mask); num_tokens: () sum of the attention mask."""
+
+    loss: jax.Array
+    token_loss: jax.Array
+    num_tokens: jax.Array
+
+
+def _mask_column(logits, mask_id: int):
+    """Sets the mask-token logit to -inf (zero-masking). Shapes: (..., V) -> (..., V) float32."""
+    logits = logits.astype(jnp.float32)
+    return logits.at[..., mask_id].set(-jnp.inf)
+
+
+def subs_log_probs(logits, xt, mask_id: int):
+    """SUBS log p_theta(x_0 | x_t): zero-masking, log-softmax, then carry-over.
+
+    log p = log_softmax(logits with logit[mask] = -inf) where x_t == mask;
+    where x_t != mask the row is 0 at x_t and -inf elsewhere.
+    Shapes: logits (B, L, V), xt (B, L) int -> (B, L, V) float32.
+    """
+    logp = jax.nn.log_softmax(_mask_column(logits, mask_id), axis=-1)
+    carried = jnp.where(jax.nn.one_hot(xt, logits.shape[-1], dtype=jnp.bool_), 0.0, -jnp.inf)
+    return jnp.where((xt != mask_id)[..., None], carried, logp)
+
+
+def token_nll(logits, targets, mask_id: int):
+    """-log softmax(logits with the mask column removed)[target], without the (B, L, V) log-probs.
+
+    Shapes: logits (B, L, V), targets (B, L) int -> (B, L) float32.
+    """
+    logits = _mask_column(logits, mask_id)
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return jax.nn.logsumexp(logits, axis=-1) - target_logit
+
+
+def continuous_weight(sigma, dsigma):
+    """Continuous-time NELBO weight dsigma(t) / expm1(sigma(t)) (= 1/t for loglinear).
+
+    Shapes: (B,) -> (B,).
+    """
+    return dsigma / jnp.expm1(sigma)
+
+
+def discrete_weight(schedule: NoiseSchedule, t, num_steps: int):
+    """Discrete-time (T steps) NELBO weight T (alpha(s) - alpha(t)) / (1 - alpha(t)), s = t - 1/T.
+
+    Shapes: t (B,) -> (B,).
+    """
+    s = jnp.clip(t - 1.0 / num_steps, 0.0, 1.0)
+    alpha_t, alpha_s = schedule.alpha(t), schedule.alpha(s)
+    return num_steps * (alpha_s - alpha_t) / schedule.move_chance(t)
+
+
+def reduce_loss(token_loss, attention_mask) -> LossOutput:
+    """sum(token_loss * mask) / sum(mask) over everything given. Shapes: (B, L), (B, L) -> LossOutput."""
+    attention_mask = attention_mask.astype(jnp.float32)
+    token_loss = token_loss * attention_mask
+    num_tokens = attention_mask.sum()
+    return LossOutput(token_loss.sum() / jnp.maximum(num_tokens, 1.0), token_loss, num_tokens)
+
+
+def masked_diffusion_loss(logits, x0, xt, weight, attention_mask, mask_id: int) -> LossOutput:
+    """NELBO from denoiser logits: loss_l = weight * -log p(x0_l | x_t) where x_t is masked, else 0.
+
+    Shapes: logits (B, L, V), x0 / xt (B, L) int, weight (B,), attention_mask (B, L) -> LossOutput.
+    """
+    nll = token_nll(logits, x0, mask_id)
+    per_token = jnp.where(xt == mask_id, nll * weight[:, None], 0.0)
+    return reduce_loss(per_token, attention_mask)
+
+
+def diffusion_loss(denoise_fn: Callable, x0, attention_mask, rng, *, schedule: NoiseSchedule,
+                   mask_id: int, time_sampler: str = "antithetic", sampling_eps: float = 1e-3,
+                   num_steps: int = 0, sobol_rng=None, sobol_offset=0) -> LossOutput:
+    """Monte-Carlo NELBO of MDLM for one batch: one t per sequence, one mask draw per token.
+
+    ``denoise_fn(xt (B, L) int, sigma (B,)) -> logits (B, L, V)``. ``num_steps = 0`` is continuous
+    time (weight dsigma / expm1(sigma)), otherwise discrete time with T = num_steps. For the
+    ``sobol`` sampler pass a ``sobol_rng`` that is fixed across steps and an increasing offset.
+    Shapes: x0 (B, L) int, attention_mask (B, L) -> LossOutput.
+    """
+    t_rng, mask_rng = jax.random.split(rng)
+    if time_sampler == "sobol" and sobol_rng is not None:
+        t_rng = sobol_rng
+    t = process.sample_t(t_rng, x0.shape[0], sampler=time_sampler, sampling_eps=sampling_eps,
+                         num_steps=num_steps, offset=sobol_offset)
+    sigma, dsigma = schedule(t)
+    xt = process.forward_process(mask_rng, x0, schedule.move_chance(t), mask_id)
+    if num_steps:
+        weight = discrete_weight(schedule, t, num_steps)
+    else:
+        weight = continuous_weight(sigma, dsigma)
+    return masked_diffusion_loss(denoise_fn(xt, sigma), x0, xt, weight, attention_mask, mask_id)
+
+
+def ar_log_probs(logits, mask_id: int):
+    """AR output: log-softmax over V with the mask column at -inf. Shapes: (B, L, V) -> (B, L, V)."""
+    return jax.nn.log_softmax(_mask_column(logits, mask_id), axis=-1)
+
+
+def ar_loss(logits, x0, attention_mask, mask_id: int) -> LossOutput:
+    """Next-token NLL: position l predicts x0[l + 1], weighted by attention_mask[:, 1:].
+
+    ``logits`` come from the causal model run on the whole x0; with causal attention the first
+    L - 1 positions equal the official run on x0[:, :-1].
+    Shapes: logits (B, L, V), x0 (B, L), attention_mask (B, L) -> LossOutput over (B, L - 1).
+    """
+    nll = token_nll(logits[:, :-1], x0[:, 1:], mask_id)
+    return reduce_loss(nll, attention_mask[:, 1:])

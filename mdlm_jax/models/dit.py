@@ -1,0 +1,183 @@
+"""The DiT denoiser of MDLM (SPEC section 6); ``causal=True`` is the AR baseline on the same backbone.
+
+Parameter names mirror the official PyTorch ``state_dict`` (``blocks_0/attn_qkv`` is
+``blocks.0.attn_qkv``), which keeps ``mdlm_jax.interop`` a table of reshapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mdlm_jax.models import layers
+from mdlm_jax.models.layers import Dense, LayerNorm, modulate, partitioned
+from mdlm_jax.validation import check_token_ids
+
+ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")
+
+
+class TimestepEmbedder(nn.Module):
+    """sigma (B,) -> Linear(256, C) -> SiLU -> Linear(C, C) of the sinusoidal features: (B, C)."""
+
+    cond_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, sigma):
+        h = layers.timestep_features(sigma)
+        h = Dense(self.cond_dim, ("freq", "cond"), name="mlp_0")(h)
+        return Dense(self.cond_dim, ("cond", "cond"), name="mlp_2")(nn.silu(h))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with rotary q/k; qkv laid out (3, heads, head_dim), no biases."""
+
+    n_heads: int
+    causal: bool
+    implementation: Optional[str]
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, cos, sin):
+        dim = x.shape[-1]
+        head_dim = dim // self.n_heads
+        w_qkv = self.param("attn_qkv", partitioned(layers.torch_linear_init(dim),
+                                                   ("embed", None, "heads", "kv")),
+                           (dim, 3, self.n_heads, head_dim))
+        qkv = jnp.einsum("bld,dthk->tblhk", x.astype(self.dtype), w_qkv.astype(self.dtype))
+        q = layers.apply_rotary(qkv[0], cos, sin)
+        k = layers.apply_rotary(qkv[1], cos, sin)
+        out = jax.nn.dot_product_attention(q, k, qkv[2], is_causal=self.causal,
+                                           implementation=self.implementation)
+        w_out = self.param("attn_out", partitioned(layers.torch_linear_init(dim),
+                                                   ("heads", "kv", "embed")),
+                           (self.n_heads, head_dim, dim))
+        return jnp.einsum("blhk,hkd->bld", out, w_out.astype(self.dtype))
+
+
+class Mlp(nn.Module):
+    """Linear(D, rD) -> GELU(tanh) -> Linear(rD, D)."""
+
+    mlp_ratio: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        dim = x.shape[-1]
+        h = Dense(self.mlp_ratio * dim, ("embed", "mlp"), dtype=self.dtype, name="mlp_0")(x)
+        h = nn.gelu(h, approximate=True)
+        return Dense(dim, ("mlp", "embed"), dtype=self.dtype, name="mlp_2")(h)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with adaLN-zero modulation (``c is None``: the AR block, gates 1)."""
+
+    n_heads: int
+    mlp_ratio: int
+    dropout: float
+    causal: bool
+    attention_impl: Optional[str]
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, c, cos, sin, deterministic: bool):
+        dim = x.shape[-1]
+        if c is None:
+            mod = [None] * 6
+        else:
+            mod = jnp.split(Dense(6 * dim, ("cond", "embed"), zero_init=True,
+                                  name="adaLN_modulation")(c), 6, axis=-1)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod
+        drop = nn.Dropout(self.dropout, deterministic=deterministic)
+
+        def branch(h, shift, scale):
+            h = h if shift is None else modulate(h, shift, scale)
+            return h.astype(self.dtype)
+
+        def residual(x, h, gate):
+            h = drop(h.astype(jnp.float32))
+            return x + (h if gate is None else gate[:, None] * h)
+
+        h = branch(LayerNorm(name="norm1")(x), shift1, scale1)
+        h = Attention(self.n_heads, self.causal, self.attention_impl, self.dtype, name="attn")(h, cos, sin)
+        x = residual(x, h, gate1)
+        h = branch(LayerNorm(name="norm2")(x), shift2, scale2)
+        h = Mlp(self.mlp_ratio, self.dtype, name="mlp")(h)
+        return residual(x, h, gate2)
+
+
+class FinalLayer(nn.Module):
+    """LN -> adaLN (shift, scale) modulation (skipped for AR) -> Linear(D, V); logits float32."""
+
+    vocab_size: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, c):
+        dim = x.shape[-1]
+        x = LayerNorm(name="norm_final")(x)
+        if c is not None:
+            shift, scale = jnp.split(Dense(2 * dim, ("cond", "embed"), zero_init=True,
+                                           name="adaLN_modulation")(c), 2, axis=-1)
+            x = modulate(x, shift, scale)
+        logits = Dense(self.vocab_size, ("embed", "vocab"), zero_init=True, dtype=self.dtype,
+                       name="linear")(x)
+        return logits.astype(jnp.float32)
+
+
+class DiT(nn.Module):
+    """MDLM's diffusion transformer; ``apply({'params': p}, tokens, sigma, train=False)``.
+
+    tokens (B, L) int, sigma (B,) float (ignored when ``causal``) -> logits (B, L, V) float32.
+    With ``time_conditioning=False`` sigma is zeroed, not removed: the conditioning vector is the
+    constant ``silu(MLP(freq(0)))`` and adaLN stays active, exactly as the official code.
+    ``dtype`` is the compute dtype of matmuls; params are always float32; LayerNorm, the residual
+    stream and logits are float32.
+    """
+
+    vocab_size: int
+    hidden_size: int = 768
+    cond_dim: int = 128
+    n_blocks: int = 12
+    n_heads: int = 12
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    causal: bool = False
+    time_conditioning: bool = False
+    dtype: Any = jnp.float32
+    attention_impl: Optional[str] = None
+
+    def __post_init__(self):
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide hidden_size ({self.hidden_size}).")
+        if (self.hidden_size // self.n_heads) % 2:
+            raise ValueError(f"head_dim ({self.hidden_size // self.n_heads}) must be even for rotary.")
+        if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; "
+                             f"choose one of {ATTENTION_IMPLEMENTATIONS}.")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, tokens, sigma=None, train: bool = False):
+        check_token_ids(tokens, self.vocab_size)
+        dim = self.hidden_size
+        embedding = self.param("vocab_embed", partitioned(layers.torch_linear_init(dim), ("vocab", "embed")),
+                               (self.vocab_size, dim))
+        x = jnp.take(embedding, tokens, axis=0)
+        if self.causal:
+            c = None
+        else:
+            if sigma is None:
+                raise ValueError("DiT(causal=False) needs sigma of shape (batch,).")
+            sigma = jnp.broadcast_to(jnp.reshape(sigma, (-1,)), tokens.shape[:1]).astype(jnp.float32)
+            if not self.time_conditioning:
+                sigma = jnp.zeros_like(sigma)
+            c = nn.silu(TimestepEmbedder(self.cond_dim, name="sigma_map")(sigma))
+        cos, sin = layers.rotary_cos_sin(tokens.shape[1], dim // self.n_heads)
+        for i in range(self.n_blocks):
+            x = Block(self.n_heads, self.mlp_ratio, self.dropout, self.causal, self.attention_impl,
+                      self.dtype, name=f"blocks_{i}")(x, c, cos, sin, deterministic=not train)
+        return FinalLayer(self.vocab_size, self.dtype, name="output_layer")(x, c)

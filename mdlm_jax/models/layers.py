@@ -1,0 +1,106 @@
+"""Building blocks of the DiT denoiser (SPEC section 6): pure helpers plus small Flax modules.
+
+Every parameter carries logical axis names (``embed, mlp, heads, kv, vocab, cond, freq``) that
+``mdlm_jax.parallel`` maps to mesh axes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def torch_linear_init(fan_in: int):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default Linear weight and bias init."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def partitioned(init, names):
+    return nn.with_logical_partitioning(init, names)
+
+
+def timestep_features(sigma, dim: int = 256, max_period: float = 10000.0):
+    """Sinusoidal features [cos(sigma f_i), sin(sigma f_i)], f_i = exp(-ln(max_period) i / (dim/2)).
+
+    Shapes: sigma (B,) -> (B, dim) float32 (cos half first).
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = sigma.astype(jnp.float32)[:, None] * freqs[None]
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def rotary_cos_sin(length: int, head_dim: int):
+    """Rotary tables for positions 0..L-1: inv_freq = 10000^(-arange(0, d, 2)/d), halves layout.
+
+    Shapes: -> cos, sin (L, d) float32 (each frequency repeated in both halves).
+    """
+    inv_freq = 1.0 / (10000 ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rotary(x, cos, sin):
+    """x * cos + rotate_half(x) * sin with rotate_half(x) = [-x2, x1] (GPT-NeoX halves).
+
+    Shapes: x (B, L, H, d), cos / sin (L, d) -> (B, L, H, d) in x's dtype.
+    """
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    out = x.astype(jnp.float32) * cos[None, :, None] + rotated * sin[None, :, None]
+    return out.astype(x.dtype)
+
+
+def modulate(x, shift, scale):
+    """adaLN modulation x * (1 + scale) + shift. Shapes: x (B, L, D), shift / scale (B, D)."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with a scale and no bias, eps 1e-5, computed in float32 (output float32)."""
+
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", partitioned(nn.initializers.ones, ("embed",)), (x.shape[-1],))
+        x = x.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale
+
+
+class Dense(nn.Module):
+    """Linear layer with torch-compatible init, float32 params and a configurable compute dtype.
+
+    ``zero_init`` gives the adaLN-zero / output-layer init (weight and bias exactly 0).
+    """
+
+    features: int
+    names: tuple  # logical axis names (in, out)
+    use_bias: bool = True
+    zero_init: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = x.shape[-1]
+        init = nn.initializers.zeros if self.zero_init else torch_linear_init(fan_in)
+        kernel = self.param("kernel", partitioned(init, self.names), (fan_in, self.features))
+        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param("bias", partitioned(init, self.names[1:]), (self.features,))
+            y = y + bias.astype(self.dtype)
+        return y
