@@ -62,8 +62,13 @@ def sample_t(rng, batch_size: int, *, sampler: str = "antithetic", sampling_eps:
 
 
 def antithetic_from_uniform(u, n: int):
-    """Stratified points e_i = (u / n + i / n) mod 1, i = 0..n-1, from u of shape () or (1,)."""
-    return jnp.mod(jnp.reshape(u, ()) / n + jnp.arange(n, dtype=jnp.float32) / n, 1.0)
+    """Stratified points e_i = (u_i / n + i / n) mod 1, i = 0..n-1.
+
+    ``u`` of shape () is one shared draw (systematic sampling, our default); ``u`` of shape (n,)
+    is the official per-row draw (stratified sampling). Both give marginally uniform e_i.
+    Shapes: u () or (n,) -> (n,).
+    """
+    return jnp.mod(u / n + jnp.arange(n, dtype=jnp.float32) / n, 1.0)
 
 
 def discretize_t(t, num_steps: int):
