@@ -30,7 +30,7 @@ class SampleOutput(NamedTuple):
 
 
 def x64_enabled() -> bool:
-    return jnp.zeros((), jnp.float64).dtype == jnp.float64
+    return jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
 
 
 def exponential_noise(rng, shape):
