@@ -88,15 +88,21 @@ def masked_diffusion_loss(logits, x0, xt, weight, attention_mask, mask_id: int) 
     return reduce_loss(per_token, attention_mask)
 
 
-def diffusion_loss(denoise_fn: Callable, x0, attention_mask, rng, *, schedule: NoiseSchedule,
-                   mask_id: int, time_sampler: str = "antithetic", sampling_eps: float = 1e-3,
-                   num_steps: int = 0, sobol_rng=None, sobol_offset=0) -> LossOutput:
-    """Monte-Carlo NELBO of MDLM for one batch: one t per sequence, one mask draw per token.
+class Corrupted(NamedTuple):
+    """xt: (B, L) noised tokens; sigma: (B,) total noise given to the denoiser; weight: (B,) NELBO weight."""
 
-    ``denoise_fn(xt (B, L) int, sigma (B,)) -> logits (B, L, V)``. ``num_steps = 0`` is continuous
-    time (weight dsigma / expm1(sigma)), otherwise discrete time with T = num_steps. For the
-    ``sobol`` sampler pass a ``sobol_rng`` that is fixed across steps and an increasing offset.
-    Shapes: x0 (B, L) int, attention_mask (B, L) -> LossOutput.
+    xt: jax.Array
+    sigma: jax.Array
+    weight: jax.Array
+
+
+def corrupt(rng, x0, *, schedule: NoiseSchedule, mask_id: int, time_sampler: str = "antithetic",
+            sampling_eps: float = 1e-3, num_steps: int = 0, sobol_rng=None, sobol_offset=0) -> Corrupted:
+    """Draws one t per sequence and x_t ~ q(x_t | x_0), with the matching NELBO weight.
+
+    ``num_steps = 0`` is continuous time (weight dsigma / expm1(sigma)), otherwise discrete time with
+    T = num_steps. For the ``sobol`` sampler pass a ``sobol_rng`` fixed across steps and an
+    increasing ``sobol_offset``. Shapes: x0 (B, L) int -> Corrupted.
     """
     t_rng, mask_rng = jax.random.split(rng)
     if time_sampler == "sobol" and sobol_rng is not None:
@@ -109,7 +115,18 @@ def diffusion_loss(denoise_fn: Callable, x0, attention_mask, rng, *, schedule: N
         weight = discrete_weight(schedule, t, num_steps)
     else:
         weight = continuous_weight(sigma, dsigma)
-    return masked_diffusion_loss(denoise_fn(xt, sigma), x0, xt, weight, attention_mask, mask_id)
+    return Corrupted(xt, sigma, weight)
+
+
+def diffusion_loss(denoise_fn: Callable, x0, attention_mask, rng, *, schedule: NoiseSchedule,
+                   mask_id: int, **corrupt_kwargs) -> LossOutput:
+    """Monte-Carlo NELBO of MDLM for one batch: one t per sequence, one mask draw per token.
+
+    ``denoise_fn(xt (B, L) int, sigma (B,)) -> logits (B, L, V)``; ``corrupt_kwargs`` go to ``corrupt``.
+    Shapes: x0 (B, L) int, attention_mask (B, L) -> LossOutput.
+    """
+    c = corrupt(rng, x0, schedule=schedule, mask_id=mask_id, **corrupt_kwargs)
+    return masked_diffusion_loss(denoise_fn(c.xt, c.sigma), x0, c.xt, c.weight, attention_mask, mask_id)
 
 
 def ar_log_probs(logits, mask_id: int):

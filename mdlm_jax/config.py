@@ -1,0 +1,118 @@
+"""The experiment config schema: every field any code reads, with its default and meaning.
+
+Files in ``configs/`` start from ``default_config()`` and change what their experiment needs.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Model sizes of SPEC section 6 (blocks, hidden, heads); cond_dim 128 throughout.
+MODEL_SIZES = {
+    "tiny": dict(n_blocks=8, hidden_size=512, n_heads=8),
+    "small": dict(n_blocks=12, hidden_size=768, n_heads=12),
+    "medium": dict(n_blocks=24, hidden_size=1024, n_heads=16),
+}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # model init, diffusion noise and data order all derive from it
+
+    c.model = ml_collections.ConfigDict(dict(
+        n_blocks=12,           # 'small' (the paper's model); see MODEL_SIZES / set_model_size
+        hidden_size=768,
+        n_heads=12,
+        cond_dim=128,
+        mlp_ratio=4,
+        dropout=0.1,           # on the two residual branches, training only
+        time_conditioning=False,  # the paper's released setting: sigma is zeroed, adaLN stays
+        dtype="bfloat16",      # compute dtype of matmuls; params/optimizer are always float32
+        attention_impl="",     # '' lets jax choose; 'xla' or 'cudnn' to force one
+    ))
+
+    c.diffusion = ml_collections.ConfigDict(dict(
+        parameterization="subs",  # 'subs' (MDLM) or 'ar' (causal baseline on the same backbone)
+        schedule="loglinear",
+        schedule_params=ml_collections.ConfigDict({"eps": 1e-3}),
+        time_sampler="antithetic",  # 'uniform' | 'antithetic' (global batch) | 'sobol'
+        sampling_eps=1e-3,
+        num_steps=0,           # T: 0 = continuous-time NELBO, else discrete time with T steps
+    ))
+
+    c.data = ml_collections.ConfigDict(dict(
+        source="embedded",     # 'embedded' (pydoc_data.topics, no download) or 'files'
+        files=(),              # .txt / .jsonl paths or globs when source == 'files'
+        jsonl_field="text",
+        tokenizer="bytes",
+        seq_len=128,
+        packing="wrap",        # 'wrap' (BOS + piece + EOS blocks) or 'pad' (one document per row)
+        val_fraction=0.05,
+        cache_dir="",          # '' = ~/.cache/mdlm_jax
+    ))
+
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=3e-4, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+        warmup_steps=2500,
+        schedule="constant",   # 'constant' after warmup (paper) or 'cosine'
+        decay_steps=1_000_000,  # cosine only: total steps of warmup + decay
+        end_lr_factor=0.0,     # cosine only: final lr as a fraction of lr
+        grad_clip=1.0,         # global-norm clipping; 0 disables
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=512,        # global batch, over all processes and devices
+        microbatches=1,        # gradient accumulation: batch_size / microbatches rows per pass
+        steps=1_000_000,
+        ema=0.9999,            # official warmup rule min(ema, (1 + n) / (10 + n)); 0 disables
+        log_every=100,
+        eval_every=10_000,     # 0 disables evaluation during training
+        checkpoint_every=5_000,
+        keep_checkpoints=3,    # keep the last N
+        keep_period=0,         # and every step divisible by this forever (0: none)
+        async_checkpoints=True,
+        init_checkpoint="",    # fine-tune from these params when the workdir has no checkpoint
+        preemption_check_every=10,  # multi-host: how often hosts agree on a SIGTERM
+    ))
+
+    c.eval = ml_collections.ConfigDict(dict(
+        batch_size=64,
+        max_batches=-1,        # -1: the whole split
+        use_ema=True,
+        seed=42,               # fixed so that bounds are comparable across checkpoints
+    ))
+
+    c.sample = ml_collections.ConfigDict(dict(
+        num_samples=4,
+        num_steps=128,
+        predictor="ddpm_cache",
+        seed=0,
+    ))
+
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+    c.distributed = ml_collections.ConfigDict(dict(
+        enabled="auto",        # 'auto': on when a cluster environment or coordinator_address is set
+        coordinator_address="",
+        num_processes=1,
+        process_id=0,
+        local_device_ids="",   # comma-separated; '' = all local devices
+        initialization_timeout=300,
+        heartbeat_timeout_seconds=100,
+    ))
+    return c
+
+
+def set_model_size(cfg, size: str) -> None:
+    """Sets n_blocks, hidden_size and n_heads to a named size of SPEC section 6."""
+    if size not in MODEL_SIZES:
+        raise ValueError(f"Unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}.")
+    cfg.model.update(MODEL_SIZES[size])
+
+
+def model_kwargs(cfg) -> dict:
+    """DiT constructor arguments (except vocab_size) from a config."""
+    m = cfg.model
+    return dict(n_blocks=m.n_blocks, hidden_size=m.hidden_size, n_heads=m.n_heads, cond_dim=m.cond_dim,
+                mlp_ratio=m.mlp_ratio, dropout=m.dropout, time_conditioning=m.time_conditioning,
+                causal=cfg.diffusion.parameterization == "ar")
