@@ -29,7 +29,7 @@ class TimestepEmbedder(nn.Module):
     def __call__(self, sigma):
         h = layers.timestep_features(sigma)
         h = Dense(self.cond_dim, ("freq", "cond"), name="mlp_0")(h)
-        return Dense(self.cond_dim, ("cond", "cond"), name="mlp_2")(nn.silu(h))
+        return Dense(self.cond_dim, (None, "cond"), name="mlp_2")(nn.silu(h))
 
 
 class Attention(nn.Module):

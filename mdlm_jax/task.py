@@ -1,0 +1,163 @@
+"""The pure, jitted pieces of training: TrainState, its born-sharded init, train and eval steps.
+
+Everything here is a function of (config, model, arrays); the loop and its side effects live in
+``train.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from mdlm_jax import config as config_lib, optim, parallel
+from mdlm_jax.diffusion import losses
+from mdlm_jax.diffusion.schedules import NoiseSchedule, get_schedule
+from mdlm_jax.models import DiT
+
+_SOBOL_STREAM = 0x5B01  # the Sobol shift key is fixed for the run so the sequence continues
+
+
+@flax.struct.dataclass
+class TrainState:
+    """step () int32; params / ema_params float32 trees; opt_state; rng (2,) uint32 raw key data."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any
+    rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What the steps close over: the model, the mask id, the schedule and the config."""
+
+    model: DiT
+    mask_id: int
+    schedule: NoiseSchedule
+    cfg: Any
+
+    @property
+    def is_ar(self) -> bool:
+        return self.model.causal
+
+
+def make_task(cfg, vocab_size: int, mask_id: int) -> Task:
+    """Builds the model and schedule a config describes, for a vocabulary of ``vocab_size``."""
+    if not 0 <= mask_id < vocab_size:
+        raise ValueError(f"mask_id {mask_id} must lie in [0, vocab_size={vocab_size}).")
+    if cfg.diffusion.parameterization not in ("subs", "ar"):
+        raise ValueError(f"Unknown diffusion.parameterization {cfg.diffusion.parameterization!r}; "
+                         "choose 'subs' or 'ar'.")
+    model = DiT(vocab_size=vocab_size, dtype=jnp.dtype(cfg.model.dtype),
+                attention_impl=cfg.model.attention_impl or None, **config_lib.model_kwargs(cfg))
+    schedule = get_schedule(cfg.diffusion.schedule, **dict(cfg.diffusion.schedule_params))
+    return Task(model, mask_id, schedule, cfg)
+
+
+def _logits(task: Task, params, tokens, sigma, *, train: bool, rng=None):
+    rngs = {"dropout": rng} if train else {}
+    return task.model.apply({"params": params}, tokens, None if task.is_ar else sigma, train=train, rngs=rngs)
+
+
+def prepare(task: Task, batch: dict, rng, sobol_rng, sobol_offset=0) -> dict:
+    """Per-example loss inputs for the global batch: for MDLM the corruption (t, x_t, weight) is
+    drawn here, over the whole batch, so microbatching cannot change it. ``sobol_rng`` and
+    ``sobol_offset`` are used by the ``sobol`` time sampler only."""
+    x0, am = batch["input_ids"], batch["attention_mask"].astype(jnp.float32)
+    if task.is_ar:
+        return dict(x0=x0, am=am)
+    d = task.cfg.diffusion
+    c = losses.corrupt(rng, x0, schedule=task.schedule, mask_id=task.mask_id, time_sampler=d.time_sampler,
+                       sampling_eps=d.sampling_eps, num_steps=d.num_steps, sobol_rng=sobol_rng,
+                       sobol_offset=sobol_offset)
+    return dict(x0=x0, am=am, xt=c.xt, sigma=c.sigma, weight=c.weight)
+
+
+def loss_sums(task: Task, params, ex: dict, *, train: bool, rng=None):
+    """(sum of per-token losses, number of loss tokens) over the examples in ``ex``."""
+    if task.is_ar:
+        logits = _logits(task, params, ex["x0"], None, train=train, rng=rng)
+        out = losses.ar_loss(logits, ex["x0"], ex["am"], task.mask_id)
+    else:
+        logits = _logits(task, params, ex["xt"], ex["sigma"], train=train, rng=rng)
+        out = losses.masked_diffusion_loss(logits, ex["x0"], ex["xt"], ex["weight"], ex["am"], task.mask_id)
+    return out.token_loss.sum(), out.num_tokens
+
+
+def _split_microbatches(ex: dict, m: int) -> dict:
+    """(B, ...) -> (m, B/m, ...) taking rows i::m into microbatch i, so each device's contiguous
+    shard of the batch feeds every microbatch and the split moves no data between devices."""
+    return {k: jnp.swapaxes(v.reshape((v.shape[0] // m, m) + v.shape[1:]), 0, 1) for k, v in ex.items()}
+
+
+def train_step(state: TrainState, batch: dict, *, task: Task, optimizer: optax.GradientTransformation):
+    """One optimizer update on the global batch (gradient accumulation over microbatches)."""
+    cfg = task.cfg
+    base = jax.random.wrap_key_data(state.rng)
+    noise_rng, dropout_rng = jax.random.split(jax.random.fold_in(base, state.step))
+    ex = prepare(task, batch, noise_rng, jax.random.fold_in(base, _SOBOL_STREAM),
+                 state.step * batch["input_ids"].shape[0])
+    grad_fn = jax.value_and_grad(functools.partial(loss_sums, task, train=True), has_aux=True)
+    m = cfg.train.microbatches
+    if m == 1:
+        (loss_sum, tokens), grads = grad_fn(state.params, ex, rng=dropout_rng)
+    else:
+        def body(carry, inputs):
+            i, mb = inputs
+            (l, n), g = grad_fn(state.params, mb, rng=jax.random.fold_in(dropout_rng, i))
+            acc_l, acc_n, acc_g = carry
+            return (acc_l + l, acc_n + n, jax.tree_util.tree_map(jnp.add, acc_g, g)), None
+
+        zeros = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+        (loss_sum, tokens, grads), _ = jax.lax.scan(
+            body, (jnp.zeros(()), jnp.zeros(()), zeros), (jnp.arange(m), _split_microbatches(ex, m)))
+    denom = jnp.maximum(tokens, 1.0)
+    grads = jax.tree_util.tree_map(lambda g: g / denom, grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step = state.step + 1
+    ema = optim.ema_update(state.ema_params, params, step, cfg.train.ema) if cfg.train.ema else params
+    metrics = dict(loss=loss_sum / denom, grad_norm=optax.global_norm(grads), tokens=tokens,
+                   lr=optim.learning_rate_schedule(cfg.optim)(state.step))
+    return state.replace(step=step, params=params, opt_state=opt_state, ema_params=ema), metrics
+
+
+def eval_step(params, batch: dict, rng, *, task: Task) -> dict:
+    """Sums for the PPL bound over one batch: NELBO (or AR NLL) summed over tokens, and the count."""
+    ex = prepare(task, batch, rng, jax.random.fold_in(rng, _SOBOL_STREAM))
+    loss_sum, tokens = loss_sums(task, params, ex, train=False)
+    return dict(loss_sum=loss_sum, tokens=tokens)
+
+
+def _init_boxed(task: Task, optimizer, rng, seq_len: int) -> TrainState:
+    key = jax.random.wrap_key_data(rng)
+    params = task.model.init(jax.random.fold_in(key, 1), jnp.zeros((1, seq_len), jnp.int32), jnp.zeros((1,)))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                      ema_params=params, rng=rng)
+
+
+def state_shardings(task: Task, optimizer, mesh: Mesh, seq_len: int):
+    """(abstract unboxed TrainState with shardings, TrainState of NamedShardings) from logical axes."""
+    rng = jax.random.key_data(jax.random.key(0))
+    boxed = jax.eval_shape(functools.partial(_init_boxed, task, optimizer, seq_len=seq_len), rng)
+    abstract = nn.meta.unbox(boxed)
+    shardings = parallel.logical_to_sharding(nn.get_partition_spec(boxed), abstract, mesh)
+    abstract = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                      abstract, shardings)
+    return abstract, shardings
+
+
+def init_state(task: Task, optimizer, mesh: Mesh, shardings, seed: int, seq_len: int) -> TrainState:
+    """A fresh TrainState, each array created directly in its sharding (never whole on one device)."""
+    init = jax.jit(lambda r: nn.meta.unbox(_init_boxed(task, optimizer, r, seq_len)), out_shardings=shardings)
+    with jax.set_mesh(mesh):
+        return init(jax.random.key_data(jax.random.key(seed)))
