@@ -73,6 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
         async_checkpoints=True,
         init_checkpoint="",    # fine-tune from these params when the workdir has no checkpoint
         preemption_check_every=10,  # multi-host: how often hosts agree on a SIGTERM
+        sample_at_end=False,   # print sample.num_samples samples when training finishes
     ))
 
     c.eval = ml_collections.ConfigDict(dict(
@@ -116,3 +117,19 @@ def model_kwargs(cfg) -> dict:
     return dict(n_blocks=m.n_blocks, hidden_size=m.hidden_size, n_heads=m.n_heads, cond_dim=m.cond_dim,
                 mlp_ratio=m.mlp_ratio, dropout=m.dropout, time_conditioning=m.time_conditioning,
                 causal=cfg.diffusion.parameterization == "ar")
+
+
+def apply_arg(cfg, arg: str | None):
+    """``--config=configs/X.py:quick`` shrinks any experiment to a seconds-long CPU run on the embedded
+    corpus (tiny model, a few steps); used by tests and smoke checks. No arg leaves cfg unchanged."""
+    if not arg:
+        return cfg
+    if arg != "quick":
+        raise ValueError(f"Unknown config argument {arg!r}; the only one is 'quick'.")
+    cfg.model.update(n_blocks=2, hidden_size=64, n_heads=2, cond_dim=32, dtype="float32")
+    cfg.data.update(source="embedded", files=(), tokenizer="bytes", seq_len=32, packing="wrap")
+    cfg.train.update(batch_size=8, steps=2, log_every=1, eval_every=2, checkpoint_every=2, sample_at_end=False)
+    cfg.optim.warmup_steps = 1
+    cfg.eval.update(batch_size=8, max_batches=2)
+    cfg.sample.update(num_samples=2, num_steps=4)
+    return cfg

@@ -136,3 +136,22 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
         x = jnp.where(x == mask_id, best.astype(x.dtype), x)
         nfe = nfe + 1
     return SampleOutput(x, nfe)
+
+
+def sample_ar(logits_fn: Callable, rng, x_init, *, mask_id: int) -> SampleOutput:
+    """Ancestral sampling of the AR baseline: x[:, l] ~ softmax(logits(x)[:, l - 1]) for l >= 1.
+
+    ``x_init[:, 0]`` (usually BOS) is kept; the mask token is never drawn. One full causal forward
+    per position (L - 1 calls). Shapes: x_init (B, L) int -> SampleOutput.
+    """
+    x_init = jnp.asarray(x_init, jnp.int32)
+    length = x_init.shape[1]
+
+    def body(i, x):
+        logits = logits_fn(x)[:, i - 1].astype(jnp.float32)
+        q = jax.nn.softmax(logits.at[:, mask_id].set(-jnp.inf), axis=-1)
+        token = sample_categorical(q, exponential_noise(jax.random.fold_in(rng, i), q.shape))
+        return x.at[:, i].set(token)
+
+    x = jax.lax.fori_loop(1, length, body, x_init)
+    return SampleOutput(x, jnp.array(length - 1, jnp.int32))

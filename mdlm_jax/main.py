@@ -1,0 +1,60 @@
+"""Entry point: ``python -m mdlm_jax.main --config=configs/X.py --workdir=DIR --mode=train|eval|sample``.
+
+Config fields are overridden from the command line: ``--config.train.steps=100``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+from absl import app, flags, logging
+from etils import epath
+from ml_collections import config_flags
+
+from mdlm_jax import checkpoint, evaluate, sample, train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events, samples (local or gs://).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _restore(s, workdir: str):
+    ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+    try:
+        restored = ckpt.restore(s.abstract_state)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise app.UsageError(f"No checkpoint in {workdir}: train first (--mode=train) or import one "
+                             "(python -m mdlm_jax.interop import ...).")
+    return restored[0], restored[2]
+
+
+def main(argv):
+    del argv
+    cfg, workdir = _CONFIG.value, _WORKDIR.value
+    if _MODE.value == "train":
+        try:
+            train.train_and_evaluate(cfg, workdir)
+        except train.TrainingDiverged as e:
+            logging.error("%s", e)
+            sys.exit(1)
+        return
+    s = train.setup(cfg)
+    state, step = _restore(s, workdir)
+    if _MODE.value == "eval":
+        metrics = evaluate.evaluate(s, state, step=step)
+        path = epath.Path(workdir) / f"eval_step_{step}.json"
+        if jax.process_index() == 0:
+            path.write_text(json.dumps(dict(metrics, step=step), indent=2))
+            logging.info("Wrote %s", path)
+    else:
+        sample.write_samples(s, state, epath.Path(workdir) / "samples" / f"step_{step}.jsonl")
+
+
+if __name__ == "__main__":
+    app.run(main)

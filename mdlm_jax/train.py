@@ -1,0 +1,172 @@
+"""The training loop: restore or init, jitted sharded steps, logging, eval, checkpoints, preemption."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import signal
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+
+from mdlm_jax import checkpoint, data, evaluate, flops, optim, parallel, sample, task as task_lib
+from mdlm_jax.metrics_writer import MetricsWriter
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm became NaN or inf."""
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything the modes share, built once from the config."""
+
+    cfg: Any
+    mesh: Mesh
+    task: task_lib.Task
+    optimizer: Any
+    tokenizer: Any
+    abstract_state: Any
+    shardings: Any
+    batch_sharding: NamedSharding
+    compiled: dict = dataclasses.field(default_factory=dict)  # jitted functions, built once per setup
+
+
+def setup(cfg) -> Setup:
+    """Distributed start-up, mesh, tokenizer, model, optimizer and the state's shardings."""
+    parallel.initialize_distributed(cfg.distributed)
+    mesh = parallel.make_mesh(cfg.mesh)
+    parallel.check_batch_size(cfg.train.batch_size, mesh, cfg.train.microbatches)
+    tokenizer = data.tokenizer_for(cfg.data)
+    vocab_size, mask_id = data.model_vocab(tokenizer)
+    task = task_lib.make_task(cfg, vocab_size, mask_id)
+    optimizer = optim.make_optimizer(cfg.optim)
+    abstract, shardings = task_lib.state_shardings(task, optimizer, mesh, cfg.data.seq_len)
+    return Setup(cfg, mesh, task, optimizer, tokenizer, abstract, shardings, parallel.batch_sharding(mesh))
+
+
+def restore_or_init(s: Setup, ckpt: checkpoint.Checkpointer):
+    """Resume order: the workdir's latest good checkpoint, else ``train.init_checkpoint``'s
+    params (a fresh optimizer), else a fresh init. Returns (state, data_state or None)."""
+    restored = ckpt.restore(s.abstract_state)
+    if restored is not None:
+        state, data_state, step = restored
+        logging.info("Resumed from step %d", step)
+        return state, data_state
+    state = task_lib.init_state(s.task, s.optimizer, s.mesh, s.shardings, s.cfg.seed, s.cfg.data.seq_len)
+    if s.cfg.train.init_checkpoint:
+        params = checkpoint.restore_params(s.cfg.train.init_checkpoint, s.abstract_state.params)
+        logging.info("Initialised params from %s", s.cfg.train.init_checkpoint)
+        state = state.replace(params=params, ema_params=params,
+                              opt_state=jax.jit(s.optimizer.init, out_shardings=s.shardings.opt_state)(params))
+    return state, None
+
+
+class PreemptionGuard:
+    """Turns SIGTERM (a TPU preemption notice) into "save at the next step and exit cleanly".
+
+    Multi-host: every ``check_every`` steps the hosts agree (any host signalled -> all stop at
+    the same step); one process checks every step.
+    """
+
+    def __init__(self, check_every: int):
+        self.signalled = False
+        self.check_every = check_every if jax.process_count() > 1 else 1
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint at the next step, then exiting.")
+        self.signalled = True
+
+    def should_stop(self, step: int) -> bool:
+        if step % self.check_every:
+            return False
+        if jax.process_count() == 1:
+            return self.signalled
+        return bool(np.any(multihost_utils.process_allgather(np.array(self.signalled))))
+
+    def close(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(pending: list, ckpt: checkpoint.Checkpointer) -> None:
+    """Raises TrainingDiverged naming the first bad step and the last good checkpoint."""
+    for step, metrics in pending:
+        values = jax.device_get(metrics)
+        if not (math.isfinite(float(values["loss"])) and math.isfinite(float(values["grad_norm"]))):
+            ckpt.wait()
+            last = ckpt.latest_step()
+            where = f"step {last} in {ckpt.directory}" if last is not None else "none (no checkpoint saved yet)"
+            raise TrainingDiverged(f"Loss {float(values['loss'])} / grad norm {float(values['grad_norm'])} "
+                                   f"at step {step}: stopping. Last good checkpoint: {where}.")
+
+
+def train_and_evaluate(cfg, workdir: str) -> dict:
+    """Trains to ``cfg.train.steps`` (resuming if the workdir has a checkpoint); returns the last
+    eval metrics (empty if none ran)."""
+    s = setup(cfg)
+    t = cfg.train
+    ckpt = checkpoint.Checkpointer(workdir, max_to_keep=t.keep_checkpoints, keep_period=t.keep_period or None,
+                                   async_save=t.async_checkpoints)
+    state, data_state = restore_or_init(s, ckpt)
+    train_iter = data.make_train_iterator(cfg.data, global_batch_size=t.batch_size, seed=cfg.seed,
+                                          process_index=jax.process_index(), process_count=jax.process_count())
+    if data_state is not None:
+        train_iter.set_state(data_state)
+    step_fn = jax.jit(functools.partial(task_lib.train_step, task=s.task, optimizer=s.optimizer),
+                      in_shardings=(s.shardings, s.batch_sharding),
+                      out_shardings=(s.shardings, parallel.replicated(s.mesh)), donate_argnums=0)
+    tokens_per_step = t.batch_size * cfg.data.seq_len
+    flops_per_step = tokens_per_step * flops.train_flops_per_token(
+        n_blocks=s.task.model.n_blocks, hidden_size=s.task.model.hidden_size, mlp_ratio=s.task.model.mlp_ratio,
+        vocab_size=s.task.model.vocab_size, seq_len=cfg.data.seq_len)
+    writer = MetricsWriter(workdir, total_steps=t.steps, tokens_per_step=tokens_per_step,
+                           flops_per_step=flops_per_step, peak_flops=_total_peak_flops())
+    writer.write_text("config", cfg.to_json_best_effort(indent=2))
+    guard = PreemptionGuard(t.preemption_check_every)
+    start = int(jax.device_get(state.step))
+    eval_metrics: dict = {}
+    pending: list = []
+    logging.info("Training from step %d to %d on %d devices (%d processes), mesh %s", start, t.steps,
+                 jax.device_count(), jax.process_count(), dict(s.mesh.shape))
+    try:
+        with jax.set_mesh(s.mesh):
+            for step in range(start + 1, t.steps + 1):
+                batch = parallel.make_global_batch(next(train_iter), s.batch_sharding)
+                state, metrics = step_fn(state, batch)
+                pending.append((step, metrics))
+                preempted = guard.should_stop(step)
+                last = step == t.steps or preempted
+                if step % t.log_every == 0 or last:
+                    _check_finite(pending, ckpt)
+                    writer.write_scalars(step, jax.device_get(pending[-1][1]))
+                    pending = []
+                if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
+                    eval_metrics = evaluate.evaluate(s, state, step=step)
+                    writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+                if step % t.checkpoint_every == 0 or last:
+                    _check_finite(pending, ckpt)
+                    pending = []
+                    ckpt.save(step, state, data_state=train_iter.get_state(), config=cfg.to_dict(), force=True)
+                if preempted:
+                    logging.warning("Preempted: saved step %d; exiting.", step)
+                    break
+        if t.sample_at_end and not guard.signalled:
+            sample.print_samples(s, state)
+    finally:
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+        guard.close()
+    return eval_metrics
+
+
+def _total_peak_flops() -> float | None:
+    peak = flops.peak_flops(jax.devices()[0])
+    return None if peak is None else peak * jax.device_count()
