@@ -1,0 +1,92 @@
+"""One jitted train step on every mesh gives the same numbers; microbatching changes nothing."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mdlm_jax import config as config_lib, optim, parallel, task as task_lib
+
+VOCAB, MASK, LENGTH, BATCH = 61, 60, 16, 16
+
+
+def small_config(parameterization="subs", microbatches=1, mesh=(1, 1, 1)):
+    cfg = config_lib.default_config()
+    cfg.model.update(n_blocks=2, hidden_size=64, n_heads=4, cond_dim=32, dtype="float32", dropout=0.0)
+    cfg.diffusion.parameterization = parameterization
+    cfg.train.update(batch_size=BATCH, microbatches=microbatches)
+    cfg.optim.warmup_steps = 0
+    cfg.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
+    return cfg
+
+
+def run_steps(cfg, num_steps=2, seed=0):
+    """Inits on the config's mesh and runs ``num_steps`` steps on fixed batches; host copies out."""
+    devices = jax.devices()[: int(np.prod([cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor]))]
+    mesh = parallel.make_mesh(cfg.mesh, devices)
+    task = task_lib.make_task(cfg, VOCAB, MASK)
+    optimizer = optim.make_optimizer(cfg.optim)
+    _, shardings = task_lib.state_shardings(task, optimizer, mesh, LENGTH)
+    state = task_lib.init_state(task, optimizer, mesh, shardings, seed, LENGTH)
+    step = jax.jit(functools.partial(task_lib.train_step, task=task, optimizer=optimizer),
+                   in_shardings=(shardings, parallel.batch_sharding(mesh)),
+                   out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+    rng = np.random.default_rng(seed)
+    losses = []
+    with jax.set_mesh(mesh):
+        for _ in range(num_steps):
+            batch = {"input_ids": rng.integers(0, MASK, (BATCH, LENGTH)).astype(np.int32),
+                     "attention_mask": (rng.random((BATCH, LENGTH)) < 0.9).astype(np.float32)}
+            state, metrics = step(state, parallel.make_global_batch(batch, parallel.batch_sharding(mesh)))
+            losses.append(float(metrics["loss"]))
+    return np.array(losses), jax.tree_util.tree_map(np.asarray, jax.device_get(state))
+
+
+def assert_same(a, b, tol=1e-5):
+    np.testing.assert_allclose(a[0], b[0], rtol=tol, atol=tol)
+    jax.tree_util.tree_map(functools.partial(np.testing.assert_allclose, rtol=tol, atol=tol), a[1].params, b[1].params)
+    jax.tree_util.tree_map(functools.partial(np.testing.assert_allclose, rtol=tol, atol=tol), a[1].ema_params,
+                           b[1].ema_params)
+
+
+@pytest.mark.parametrize("parameterization", ["subs", "ar"])
+def test_same_loss_and_update_on_every_mesh(parameterization):
+    reference = run_steps(small_config(parameterization, mesh=(1, 1, 1)))
+    assert np.isfinite(reference[0]).all()
+    for mesh in [(8, 1, 1), (4, 2, 1), (2, 2, 2)]:
+        assert_same(run_steps(small_config(parameterization, mesh=mesh)), reference)
+
+
+def test_params_are_born_sharded():
+    cfg = small_config(mesh=(2, 2, 2))
+    mesh = parallel.make_mesh(cfg.mesh)
+    task = task_lib.make_task(cfg, VOCAB + 3, MASK)  # 64 entries: the vocab splits over tensor
+    optimizer = optim.make_optimizer(cfg.optim)
+    _, shardings = task_lib.state_shardings(task, optimizer, mesh, LENGTH)
+    state = task_lib.init_state(task, optimizer, mesh, shardings, 0, LENGTH)
+    qkv = state.params["blocks_0"]["attn"]["attn_qkv"]
+    assert qkv.sharding.spec == jax.sharding.PartitionSpec("fsdp", None, "tensor", None)
+    assert qkv.addressable_shards[0].data.shape == (32, 3, 2, 16)
+    mu = state.opt_state[1][0].mu["blocks_0"]["mlp"]["mlp_0"]["kernel"]
+    assert mu.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+
+
+@pytest.mark.parametrize("parameterization", ["subs", "ar"])
+def test_gradient_accumulation_equals_one_big_batch(parameterization):
+    big = run_steps(small_config(parameterization, microbatches=1, mesh=(2, 1, 1)))
+    accumulated = run_steps(small_config(parameterization, microbatches=4, mesh=(2, 1, 1)))
+    assert_same(accumulated, big)
+
+
+def test_mesh_and_batch_errors_are_clear():
+    with pytest.raises(ValueError, match="needs 16 devices, but 8"):
+        parallel.make_mesh(small_config(mesh=(4, 4, 1)).mesh)
+    with pytest.raises(ValueError, match="at most one may be -1"):
+        parallel.make_mesh(small_config(mesh=(-1, -1, 1)).mesh)
+    with pytest.raises(ValueError, match="3 does not divide 8"):
+        parallel.make_mesh(small_config(mesh=(-1, 3, 1)).mesh)
+    mesh = parallel.make_mesh(small_config(mesh=(8, 1, 1)).mesh)
+    with pytest.raises(ValueError, match=r"Global batch size \(12\)"):
+        parallel.check_batch_size(12, mesh)
