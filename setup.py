@@ -14,7 +14,7 @@ setup(
         # jax 0.10.2 is the newest for Python 3.11; 0.11/0.12 on Python 3.12.
         "jax>=0.10.2,<0.13",
         "flax>=0.12,<0.14",
-        "optax>=0.2.4,<0.3",
+        "optax>=0.2.5,<0.3",
         "orbax-checkpoint>=0.11,<0.13",
         "ml-collections>=1.0,<2",
         "grain>=0.2.12,<0.3",

@@ -126,7 +126,7 @@ def train_step(state: TrainState, batch: dict, *, task: Task, optimizer: optax.G
     params = optax.apply_updates(state.params, updates)
     step = state.step + 1
     ema = optim.ema_update(state.ema_params, params, step, cfg.train.ema) if cfg.train.ema else params
-    metrics = dict(loss=loss_sum / denom, grad_norm=optax.tree_utils.tree_l2_norm(grads), tokens=tokens,
+    metrics = dict(loss=loss_sum / denom, grad_norm=optax.tree.norm(grads), tokens=tokens,
                    lr=optim.learning_rate_schedule(cfg.optim)(state.step))
     return state.replace(step=step, params=params, opt_state=opt_state, ema_params=ema), metrics
 
