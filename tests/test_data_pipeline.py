@@ -1,0 +1,298 @@
+"""Data pipeline tests: tokenizers, sources, packing layouts, shuffling, sharding, state and cache.
+
+All offline and on CPU; corpora are small files written into tmp_path.
+"""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from mdlm_jax import data
+from mdlm_jax.data import pipeline
+
+BOS, EOS, PAD = 256, 257, 258
+
+
+def _config(tmp_path, files, **overrides):
+    cfg = ml_collections.ConfigDict(dict(
+        source="files", files=tuple(str(f) for f in files), jsonl_field="text", tokenizer="bytes",
+        seq_len=16, packing="wrap", val_fraction=0.1, cache_dir=str(tmp_path / "cache")))
+    cfg.update(overrides)
+    return cfg
+
+
+def _write_jsonl(path, texts, field="text"):
+    path.write_text("".join(json.dumps({field: t}) + "\n" for t in texts))
+    return path
+
+
+@pytest.fixture
+def corpus_cfg(tmp_path):
+    """40 random documents -> about 40 distinct wrapped training blocks of 16 tokens."""
+    rng = np.random.default_rng(0)
+    texts = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz "), size=10 + i % 9)) for i in range(40)]
+    return _config(tmp_path, [_write_jsonl(tmp_path / "corpus.jsonl", texts)])
+
+
+def _rows(batch):
+    return [tuple(r) for r in batch["input_ids"].tolist()]
+
+
+# ------------------------------------------------------------------------------- tokenizers
+
+
+def test_byte_tokenizer_round_trip_and_specials():
+    tok = data.get_tokenizer("bytes")
+    text = "Masked diffusion, naïve café — 漢字 ✓"
+    ids = tok.encode(text)
+    assert all(0 <= i < 256 for i in ids) and tok.decode(ids) == text
+    assert (tok.bos_id, tok.eos_id, tok.pad_id, tok.vocab_size, tok.mask_id) == (BOS, EOS, PAD, 259, None)
+    assert tok.decode([BOS] + ids + [EOS, PAD, 259]) == text  # specials and the mask id are skipped
+    assert tok.decode(np.array([0xC3])) == "\ufffd"  # a cut character is replaced, not raised on
+    assert isinstance(tok, data.Tokenizer)
+    with pytest.raises(ValueError, match="Unknown tokenizer 'nope'.*bytes"):
+        data.get_tokenizer("nope")
+
+
+class _FakeTokenizer:
+    name, bos_id, eos_id, pad_id = "fake", 0, 0, 0
+
+    def __init__(self, vocab_size, mask_id):
+        self.vocab_size, self.mask_id = vocab_size, mask_id
+
+
+def test_model_vocab_rule():
+    assert data.model_vocab(data.ByteTokenizer()) == (260, 259)
+    assert data.model_vocab(_FakeTokenizer(30522, 103)) == (30522, 103)  # bert: [MASK] kept
+    assert data.model_vocab(_FakeTokenizer(50257, None)) == (50258, 50257)  # GPT-2: appended
+
+
+# ------------------------------------------------------------------------------- packing layouts
+
+# Three documents [1 2 3], [4 5], [6 7 8 9]: 9 tokens + 3 EOS = a stream of 12.
+_TOKENS = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9], np.int32)
+_OFFSETS = np.array([0, 3, 5, 9], np.int64)
+
+
+def test_wrap_layout_token_for_token():
+    # L = 7 -> pieces of 5: "1 2 3 E 4" | "5 E 6 7 8" | dropped "9 E".
+    blocks = data.make_blocks(_TOKENS, _OFFSETS, seq_len=7, packing="wrap", tokenizer=data.ByteTokenizer())
+    assert len(blocks) == 2
+    np.testing.assert_array_equal(blocks[0]["input_ids"], [BOS, 1, 2, 3, EOS, 4, EOS])
+    np.testing.assert_array_equal(blocks[1]["input_ids"], [BOS, 5, EOS, 6, 7, 8, EOS])
+    assert blocks[0]["input_ids"].dtype == np.int32 and blocks[0]["attention_mask"].dtype == np.float32
+    np.testing.assert_array_equal(blocks[1]["attention_mask"], np.ones(7))
+    assert blocks.stats() == dict(documents=3, tokens=9, blocks=2, dropped_tokens=2)
+    with pytest.raises(IndexError):
+        blocks[2]
+    # L = 5 -> pieces of 3 divide the stream exactly: the last block ends "9 E" + EOS.
+    exact = data.make_blocks(_TOKENS, _OFFSETS, seq_len=5, packing="wrap", tokenizer=data.ByteTokenizer())
+    assert len(exact) == 4 and exact.dropped_tokens == 0
+    np.testing.assert_array_equal(exact[3]["input_ids"], [BOS, 8, 9, EOS, EOS])
+
+
+def test_pad_layout_and_attention_mask():
+    blocks = data.make_blocks(_TOKENS, _OFFSETS, seq_len=5, packing="pad", tokenizer=data.ByteTokenizer())
+    assert len(blocks) == 3
+    ids = np.stack([blocks[i]["input_ids"] for i in range(3)])
+    mask = np.stack([blocks[i]["attention_mask"] for i in range(3)])
+    np.testing.assert_array_equal(ids, [[BOS, 1, 2, 3, EOS], [BOS, 4, 5, EOS, PAD], [BOS, 6, 7, 8, EOS]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    assert blocks.dropped_tokens == 1  # the 9 of the last document
+
+
+def test_packing_errors():
+    tok = data.ByteTokenizer()
+    with pytest.raises(ValueError, match="seq_len must be at least 3"):
+        data.make_blocks(_TOKENS, _OFFSETS, seq_len=2, packing="wrap", tokenizer=tok)
+    with pytest.raises(ValueError, match="Unknown packing 'concat'"):
+        data.make_blocks(_TOKENS, _OFFSETS, seq_len=8, packing="concat", tokenizer=tok)
+
+
+# ------------------------------------------------------------------------------- sources and split
+
+
+def test_split_documents():
+    docs = [str(i) for i in range(10)]
+    assert data.split_documents(docs, 0.05, "validation") == ["9"]  # at least one
+    assert data.split_documents(docs, 0.05, "train") == docs[:9]
+    assert data.split_documents(docs, 0.25, "validation") == ["7", "8", "9"]  # ceil(2.5)
+    assert data.split_documents(docs, 0.0, "validation") == [] and data.split_documents(docs, 0, "train") == docs
+    assert len(data.split_documents([str(i) for i in range(100)], 0.07, "validation")) == 7
+    with pytest.raises(ValueError, match="no training documents"):
+        data.split_documents(["only"], 0.5, "train")
+    with pytest.raises(ValueError, match="Unknown split"):
+        data.split_documents(docs, 0.1, "test")
+
+
+def test_text_and_jsonl_sources(tmp_path):
+    (tmp_path / "b.txt").write_bytes("second file\n".encode())
+    (tmp_path / "a.txt").write_bytes(b"first \xff file")  # invalid UTF-8
+    (tmp_path / "empty.txt").write_text("  \n")
+    lines = [json.dumps({"body": "line one"}), "", json.dumps({"body": ""}), json.dumps({"body": "line two"})]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    corpus = data.text_files([tmp_path / "*.txt", tmp_path / "d.jsonl"], jsonl_field="body")
+    assert corpus.documents == ["first \ufffd file", "second file\n", "line one", "line two"]
+    assert corpus.skipped_empty == 2  # empty.txt and the empty jsonl record; blank lines are not documents
+    with pytest.raises(ValueError, match=r"d.jsonl:1: the record has no field 'text'"):
+        data.text_files([tmp_path / "d.jsonl"])
+
+
+def test_missing_files_are_named(tmp_path):
+    missing = tmp_path / "nowhere.jsonl"
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
+        data.text_files([missing])
+    with pytest.raises(FileNotFoundError, match=r"nothing\*.txt"):
+        data.text_files([tmp_path / "nothing*.txt"])
+
+
+def test_embedded_corpus_is_pydoc_topics():
+    from pydoc_data.topics import topics
+
+    corpus = data.embedded_corpus()
+    assert corpus.documents == [topics[k] for k in sorted(topics)] and corpus.skipped_empty == 0
+
+
+def test_config_errors(tmp_path, corpus_cfg):
+    with pytest.raises(ValueError, match="Unknown data source 'hub'"):
+        data.load_corpus(_config(tmp_path, [], source="hub"))
+    with pytest.raises(ValueError, match=r"divisible by the number of processes \(3\)"):
+        data.make_train_iterator(corpus_cfg, global_batch_size=8, seed=0, process_count=3)
+    corpus_cfg.seq_len = 4096
+    with pytest.raises(ValueError, match="corpus.jsonl.*no blocks of length 4096.*smaller data.seq_len"):
+        data.make_train_iterator(corpus_cfg, global_batch_size=8, seed=0)
+
+
+# ------------------------------------------------------------------------------- cache
+
+
+def test_tokens_are_cached_and_reused(tmp_path, corpus_cfg, monkeypatch):
+    first = data.build_blocks(corpus_cfg, "train")
+    files = sorted(os.listdir(corpus_cfg.cache_dir))
+    assert len(files) == 2 and all(f.endswith(".npy") for f in files)  # no stray .tmp files
+    mtimes = [os.path.getmtime(os.path.join(corpus_cfg.cache_dir, f)) for f in files]
+
+    def fail(*args):
+        raise AssertionError("re-tokenized despite a cache hit")
+
+    monkeypatch.setattr(pipeline, "tokenize_documents", fail)
+    second = data.build_blocks(corpus_cfg, "train")
+    assert [os.path.getmtime(os.path.join(corpus_cfg.cache_dir, f)) for f in files] == mtimes
+    assert _rows({"input_ids": np.stack([second[i]["input_ids"] for i in range(len(second))])}) == \
+        _rows({"input_ids": np.stack([first[i]["input_ids"] for i in range(len(first))])})
+    # Other contents -> another key: the validation split is tokenized afresh.
+    with pytest.raises(AssertionError, match="re-tokenized"):
+        data.build_blocks(corpus_cfg, "validation")
+
+
+def test_cache_write_is_atomic(tmp_path, corpus_cfg, monkeypatch):
+    def killed(f, array):
+        f.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.np, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        data.build_blocks(corpus_cfg, "train")
+    assert os.listdir(corpus_cfg.cache_dir) == []  # neither a torn .npy nor a .tmp is left
+    monkeypatch.undo()
+    assert len(data.build_blocks(corpus_cfg, "train")) > 0
+
+
+# ------------------------------------------------------------------------------- training order
+
+
+def _take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def test_shuffle_is_deterministic_by_seed_and_new_each_epoch(corpus_cfg):
+    blocks = data.build_blocks(corpus_cfg, "train")
+    n = len(blocks)
+    all_rows = sorted(tuple(blocks[i]["input_ids"].tolist()) for i in range(n))
+    assert len(set(all_rows)) == n  # distinct documents make distinct blocks
+
+    # Global batch 1 makes epoch boundaries fall exactly on batches.
+    a = [r for b in _take(data.make_train_iterator(corpus_cfg, global_batch_size=1, seed=0), 2 * n)
+         for r in _rows(b)]
+    b = [r for b in _take(data.make_train_iterator(corpus_cfg, global_batch_size=1, seed=0), 2 * n)
+         for r in _rows(b)]
+    c = [r for b in _take(data.make_train_iterator(corpus_cfg, global_batch_size=1, seed=1), n) for r in _rows(b)]
+    assert a == b
+    assert c != a[:n]
+    assert sorted(a[:n]) == all_rows and sorted(a[n:]) == all_rows  # each epoch is a permutation
+    assert a[:n] != a[n:]  # and a different one
+
+
+def test_batches_have_the_promised_shapes(corpus_cfg):
+    batch = next(data.make_train_iterator(corpus_cfg, global_batch_size=6, seed=0, process_index=1,
+                                          process_count=2))
+    assert batch["input_ids"].shape == (3, 16) and batch["input_ids"].dtype == np.int32
+    assert batch["attention_mask"].shape == (3, 16) and batch["attention_mask"].dtype == np.float32
+
+
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_process_shards_rebuild_the_global_batch(corpus_cfg, process_count):
+    steps, global_batch = 8, 8  # 64 rows span more than one epoch of the training blocks
+    n = len(data.build_blocks(corpus_cfg, "train"))
+    whole = _take(data.make_train_iterator(corpus_cfg, global_batch_size=global_batch, seed=3), steps)
+    shards = [_take(data.make_train_iterator(corpus_cfg, global_batch_size=global_batch, seed=3,
+                                             process_index=p, process_count=process_count), steps)
+              for p in range(process_count)]
+    for k in range(steps):
+        parts = [shards[p][k] for p in range(process_count)]
+        for key in ("input_ids", "attention_mask"):
+            np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), whole[k][key])
+        if (k + 1) * global_batch <= n:  # inside the first epoch all rows are distinct blocks
+            rows = [set(_rows(part)) for part in parts]
+            assert sum(len(r) for r in rows) == len(set().union(*rows)) == global_batch  # disjoint, cover
+
+
+def test_state_round_trip_resumes_exactly(corpus_cfg):
+    it = data.make_train_iterator(corpus_cfg, global_batch_size=4, seed=7, process_index=1, process_count=2)
+    _take(it, 5)
+    state = json.loads(json.dumps(it.get_state()))
+    assert state == {"next_index": 5}
+    expected = _take(it, 4)
+    fresh = data.make_train_iterator(corpus_cfg, global_batch_size=4, seed=7, process_index=1, process_count=2)
+    fresh.set_state(state)
+    for got, want in zip(_take(fresh, 4), expected):
+        np.testing.assert_array_equal(got["input_ids"], want["input_ids"])
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+
+@pytest.mark.parametrize("packing", ["wrap", "pad"])
+def test_eval_batches_are_ordered_padded_and_sharded(tmp_path, packing):
+    texts = [f"validation text number {i} " * (1 + i % 3) for i in range(27)]
+    cfg = _config(tmp_path, [_write_jsonl(tmp_path / "v.jsonl", texts)], packing=packing, val_fraction=0.5)
+    blocks = data.build_blocks(cfg, "validation")
+    n = len(blocks)
+    assert n % 8  # so that the last batch needs filler rows
+    whole = list(data.make_eval_batches(cfg, global_batch_size=8))
+    assert len(whole) == len(data.make_eval_batches(cfg, global_batch_size=8)) == -(-n // 8)
+    ids = np.concatenate([b["input_ids"] for b in whole])
+    mask = np.concatenate([b["attention_mask"] for b in whole])
+    np.testing.assert_array_equal(ids[:n], np.stack([blocks[i]["input_ids"] for i in range(n)]))
+    np.testing.assert_array_equal(mask[:n], np.stack([blocks[i]["attention_mask"] for i in range(n)]))
+    assert (mask[n:] == 0).all() and (ids[n:] == PAD).all()
+    halves = [list(data.make_eval_batches(cfg, global_batch_size=8, process_index=p, process_count=2))
+              for p in range(2)]
+    assert len(halves[0]) == len(halves[1]) == len(whole)
+    for k, batch in enumerate(whole):
+        np.testing.assert_array_equal(
+            np.concatenate([halves[0][k]["input_ids"], halves[1][k]["input_ids"]]), batch["input_ids"])
+        assert halves[0][k]["input_ids"].shape == (4, 16)
+
+
+def test_describe_reports_both_splits(corpus_cfg):
+    stats = data.describe(corpus_cfg)
+    assert stats["model_vocab_size"] == 260 and stats["mask_id"] == 259
+    assert stats["train/documents"] == 36 and stats["validation/documents"] == 4
+    train = data.build_blocks(corpus_cfg, "train")
+    assert stats["train/blocks"] == len(train)
+    # Wrapping keeps every token + EOS except the dropped remainder.
+    assert stats["train/tokens"] + 36 == stats["train/blocks"] * 14 + stats["train/dropped_tokens"]
