@@ -19,14 +19,16 @@ from mdlm_jax.diffusion.losses import subs_log_probs
 from mdlm_jax.diffusion.schedules import NoiseSchedule
 from mdlm_jax.validation import check_choice
 
-PREDICTORS = ("ddpm", "ddpm_cache")
+PREDICTORS = ("ddpm", "ddpm_cache")  # time-grid samplers; see also sample_first_hitting
 
 
 class SampleOutput(NamedTuple):
-    """tokens: (B, L) int32 final samples; nfe: () int32 number of denoiser calls."""
+    """tokens: (B, L) int32 samples; nfe: () int32 denoiser calls; reveal_step: (B, L) int32, the
+    step at which each position was unmasked (0 for positions given in x_init)."""
 
     tokens: jax.Array
     nfe: jax.Array
+    reveal_step: jax.Array
 
 
 def x64_enabled() -> bool:
@@ -79,17 +81,44 @@ def reverse_step(x, p_x0, mc_t, mc_s, mask_id: int, noise):
     return jnp.where(x != mask_id, x, sampled.astype(x.dtype)), q
 
 
+def nucleus(log_probs, top_p: float):
+    """Top-p filtering: keeps the smallest set of most likely entries whose mass reaches top_p.
+
+    Entries outside the nucleus get -inf; ties at the boundary are kept. Shapes: (..., V) -> (..., V).
+    """
+    sorted_lp = jnp.sort(log_probs, axis=-1)[..., ::-1]
+    mass_before = jnp.cumsum(jnp.exp(sorted_lp), axis=-1) - jnp.exp(sorted_lp)
+    # The smallest log-prob still in the nucleus: the last sorted entry whose preceding mass < top_p.
+    kept = jnp.where(mass_before < top_p, sorted_lp, jnp.inf).min(axis=-1, keepdims=True)
+    return jnp.where(log_probs >= kept, log_probs, -jnp.inf)
+
+
+def shaped_probs(logits, x, mask_id: int, temperature: float = 1.0, top_p: float = 1.0):
+    """SUBS probabilities p(x_0 | x_t) with temperature and nucleus applied to masked positions.
+
+    Shapes: logits (B, L, V), x (B, L) -> (B, L, V) float32 (one-hot rows where x is not masked).
+    """
+    if temperature <= 0 or not 0 < top_p <= 1:
+        raise ValueError(f"temperature must be > 0 and top_p in (0, 1]; got {temperature}, {top_p}.")
+    logits = logits.astype(jnp.float32) / temperature
+    log_probs = subs_log_probs(logits, x, mask_id)
+    if top_p < 1:
+        log_probs = jax.nn.log_softmax(nucleus(log_probs, top_p), axis=-1)
+    return jnp.exp(log_probs)
+
+
 def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_id: int,
-           num_steps: int, predictor: str = "ddpm", eps: float = 1e-5,
-           noise_removal: bool = True) -> SampleOutput:
+           num_steps: int, predictor: str = "ddpm", eps: float = 1e-5, noise_removal: bool = True,
+           temperature: float = 1.0, top_p: float = 1.0) -> SampleOutput:
     """Ancestral sampling from x_init (all-mask for unconditional; fixed tokens are carried over).
 
     Grid t_k = linspace(1, eps, T + 1), dt = (1 - eps) / T; step k moves t_k -> t_k - dt.
     ``ddpm`` uses mc = move_chance(t); ``ddpm_cache`` (official; loglinear schedule, a denoiser
     that ignores sigma) uses mc(t) = t and reuses p(x_0 | x_t) while x did not change, so most
     steps at T >> L call no network. ``noise_removal`` replaces the masks left at t = eps by
-    argmax p(x_0 | x_t). ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
-    Shapes: x_init (B, L) int -> SampleOutput(tokens (B, L) int32, nfe ()).
+    argmax p(x_0 | x_t). ``temperature`` and ``top_p`` reshape p(x_0 | x_t) (see ``shaped_probs``).
+    ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
+    Shapes: x_init (B, L) int -> SampleOutput.
     """
     check_choice(predictor, PREDICTORS, "predictor")
     if predictor == "ddpm_cache" and schedule.name != "loglinear":
@@ -104,10 +133,10 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
 
     def probs(x, t):
         sigma = schedule.sigma(jnp.full((batch,), t))
-        return jnp.exp(subs_log_probs(denoise_fn(x, sigma), x, mask_id))
+        return shaped_probs(denoise_fn(x, sigma), x, mask_id, temperature, top_p)
 
     def body(i, carry):
-        x, cache, valid, nfe = carry
+        x, cache, valid, nfe, reveal = carry
         t = timesteps[i]
         tb = jnp.full((batch,), t)
         if predictor == "ddpm":
@@ -121,7 +150,8 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
             cache = p_x0
         noise = exponential_noise(jax.random.fold_in(rng, i), x.shape + (p_x0.shape[-1],))
         x_next, _ = reverse_step(x, p_x0, mc_t, mc_s, mask_id, noise)
-        return x_next, cache, jnp.all(x_next == x), nfe
+        reveal = jnp.where(x_next != x, i + 1, reveal)
+        return x_next, cache, jnp.all(x_next == x), nfe, reveal
 
     # Only the cached predictor carries p(x_0 | x_t) (B, L, V) between steps.
     if predictor == "ddpm_cache":
@@ -129,13 +159,48 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
         cache0 = jnp.zeros(x_init.shape + (vocab,), jnp.float32)
     else:
         cache0 = jnp.zeros((), jnp.float32)
-    x, _, _, nfe = jax.lax.fori_loop(0, num_steps, body, (x_init, cache0, jnp.array(False), jnp.array(0, jnp.int32)))
+    carry = (x_init, cache0, jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros_like(x_init))
+    x, _, _, nfe, reveal = jax.lax.fori_loop(0, num_steps, body, carry)
     if noise_removal:
         sigma = schedule.sigma(jnp.full((batch,), timesteps[-1]))
         best = jnp.argmax(subs_log_probs(denoise_fn(x, sigma), x, mask_id), axis=-1)
+        reveal = jnp.where(x == mask_id, num_steps + 1, reveal)
         x = jnp.where(x == mask_id, best.astype(x.dtype), x)
         nfe = nfe + 1
-    return SampleOutput(x, nfe)
+    return SampleOutput(x, nfe, reveal)
+
+
+def sample_first_hitting(denoise_fn: Callable, rng, x_init, *, mask_id: int, temperature: float = 1.0,
+                         top_p: float = 1.0) -> SampleOutput:
+    """Exact first-hitting sampler (Zheng et al., 2024) for a denoiser without time conditioning.
+
+    Under the loglinear schedule each still-masked token unmasks at an independent uniform time, so
+    the next unmasking event picks one masked position uniformly and draws its token from
+    p(x_0 | x_t) at that position: one denoiser call per event, at most L calls, no time grid.
+    Rows finish independently (prefixes / infill leave fewer masks). ``denoise_fn(x, sigma)`` is
+    called with sigma = 0. Shapes: x_init (B, L) int -> SampleOutput.
+    """
+    x_init = jnp.asarray(x_init, jnp.int32)
+    batch = x_init.shape[0]
+
+    def body(carry):
+        x, nfe, reveal = carry
+        masked = x == mask_id
+        k_pos, k_tok = jax.random.split(jax.random.fold_in(rng, nfe))
+        p_x0 = shaped_probs(denoise_fn(x, jnp.zeros((batch,), jnp.float32)), x, mask_id, temperature, top_p)
+        # A uniformly random masked position per row: the masked entry with the largest random key.
+        pos = jnp.argmax(jnp.where(masked, jax.random.uniform(k_pos, x.shape), -1.0), axis=-1)
+        probs_at = jnp.take_along_axis(p_x0, pos[:, None, None], axis=1)[:, 0]
+        token = sample_categorical(probs_at, exponential_noise(k_tok, probs_at.shape))
+        rows = jnp.arange(batch)
+        update = masked.any(axis=-1)
+        x = x.at[rows, pos].set(jnp.where(update, token, x[rows, pos]))
+        reveal = reveal.at[rows, pos].set(jnp.where(update, nfe + 1, reveal[rows, pos]))
+        return x, nfe + 1, reveal
+
+    x, nfe, reveal = jax.lax.while_loop(lambda c: jnp.any(c[0] == mask_id), body,
+                                        (x_init, jnp.array(0, jnp.int32), jnp.zeros_like(x_init)))
+    return SampleOutput(x, nfe, reveal)
 
 
 def sample_ar(logits_fn: Callable, rng, x_init, *, mask_id: int) -> SampleOutput:
@@ -154,4 +219,28 @@ def sample_ar(logits_fn: Callable, rng, x_init, *, mask_id: int) -> SampleOutput
         return x.at[:, i].set(token)
 
     x = jax.lax.fori_loop(1, length, body, x_init)
-    return SampleOutput(x, jnp.array(length - 1, jnp.int32))
+    return SampleOutput(x, jnp.array(length - 1, jnp.int32), jnp.arange(length)[None].repeat(x.shape[0], 0))
+
+
+def semi_autoregressive(sample_block: Callable, rng, x_init, *, stride: int, num_strides: int,
+                        mask_id: int) -> SampleOutput:
+    """Generation beyond the model length (official ``sample_subs_guidance``).
+
+    ``sample_block(rng, x_init (B, L)) -> SampleOutput`` samples one block. After the first block,
+    the last ``L - stride`` tokens become the fixed prefix of the next block and ``stride`` new
+    positions are generated, ``num_strides`` times: the result has L + num_strides * stride tokens
+    and no committed token ever changes. Shapes: x_init (B, L) -> SampleOutput (B, L + n * stride).
+    """
+    length = x_init.shape[1]
+    if not 0 < stride <= length:
+        raise ValueError(f"stride must lie in [1, {length}] (the block length), got {stride}.")
+    out = sample_block(jax.random.fold_in(rng, 0), x_init)
+    tokens, nfe, reveal = [out.tokens], out.nfe, [out.reveal_step]
+    for i in range(1, num_strides + 1):
+        prefix = tokens[-1][:, stride:] if i == 1 else jnp.concatenate(tokens, axis=1)[:, -(length - stride):]
+        block_init = jnp.concatenate([prefix, jnp.full((x_init.shape[0], stride), mask_id, prefix.dtype)], axis=1)
+        out = sample_block(jax.random.fold_in(rng, i), block_init)
+        tokens.append(out.tokens[:, -stride:])
+        reveal.append(out.reveal_step[:, -stride:])
+        nfe = nfe + out.nfe
+    return SampleOutput(jnp.concatenate(tokens, axis=1), nfe, jnp.concatenate(reveal, axis=1))
