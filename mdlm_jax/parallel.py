@@ -68,8 +68,8 @@ def initialize_distributed(cfg) -> None:
     if cfg.coordinator_address:
         kwargs.update(coordinator_address=cfg.coordinator_address, num_processes=int(cfg.num_processes),
                       process_id=int(cfg.process_id))
-        if cfg.local_device_ids:
-            kwargs["local_device_ids"] = [int(i) for i in str(cfg.local_device_ids).split(",")]
+    if cfg.local_device_ids:
+        kwargs["local_device_ids"] = [int(i) for i in str(cfg.local_device_ids).split(",")]
     try:
         jax.distributed.initialize(**kwargs)
     except Exception as e:  # the coordinator or a peer never showed up

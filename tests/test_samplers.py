@@ -1,0 +1,141 @@
+"""Samplers draw from the right distribution and respect what they must keep."""
+
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from mdlm_jax.diffusion import sampling
+from mdlm_jax.diffusion.losses import subs_log_probs
+from mdlm_jax.diffusion.schedules import get_schedule
+from mdlm_jax.models import DiT
+
+V_REAL, MASK, L = 3, 3, 2
+
+
+def random_denoiser(length=L, seed=0):
+    model = DiT(vocab_size=V_REAL + 1, hidden_size=16, cond_dim=8, n_blocks=1, n_heads=2, dropout=0.0)
+    params = nn.meta.unbox(model.init(jax.random.key(seed), jnp.zeros((1, length), jnp.int32), jnp.zeros((1,)))["params"])
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    params = tree.unflatten([0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+    return lambda x, s: model.apply({"params": params}, x, s)
+
+
+def exact_distribution(denoise):
+    """P(x1, x2) of ancestral unmasking with a time-independent denoiser: a uniformly random order,
+    each token drawn from p(x0 | x_t) given the tokens revealed before it."""
+    def p(x):
+        x = jnp.asarray([x])
+        return np.exp(np.asarray(subs_log_probs(denoise(x, jnp.zeros(1)), x, MASK)))[0]
+
+    both = p([MASK, MASK])
+    out = np.zeros((V_REAL, V_REAL))
+    for a, b in itertools.product(range(V_REAL), repeat=2):
+        out[a, b] = 0.5 * both[0, a] * p([a, MASK])[1, b] + 0.5 * both[1, b] * p([MASK, b])[0, a]
+    return out
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddpm_cache", "first_hitting"])
+def test_samplers_draw_from_the_exact_distribution(name):
+    denoise = random_denoiser()
+    exact = exact_distribution(denoise)
+    n = 4000
+    x_init = jnp.full((n, L), MASK)
+    if name == "first_hitting":
+        fn = lambda k: sampling.sample_first_hitting(denoise, k, x_init, mask_id=MASK)  # noqa: E731
+    else:
+        fn = lambda k: sampling.sample(denoise, k, x_init, schedule=get_schedule("loglinear"),  # noqa: E731
+                                       mask_id=MASK, num_steps=1000, predictor=name)
+    out = jax.jit(fn)(jax.random.key(1))
+    tokens = np.asarray(out.tokens)
+    counts = np.bincount(tokens[:, 0] * V_REAL + tokens[:, 1], minlength=V_REAL * V_REAL)
+    assert stats.chisquare(counts, exact.ravel() * n).pvalue > 1e-3, (counts, exact.ravel() * n)
+    if name == "first_hitting":
+        assert int(out.nfe) == L
+    if name == "ddpm_cache":
+        assert int(out.nfe) <= 2 * n + 1  # calls only when some row changed
+
+
+def test_first_hitting_never_exceeds_length_calls_and_keeps_prefix():
+    denoise = random_denoiser(length=6)
+    x_init = jnp.array([[0, 1, MASK, MASK, MASK, MASK], [MASK] * 6, [2, MASK, 1, MASK, 0, MASK]])
+    out = sampling.sample_first_hitting(denoise, jax.random.key(0), x_init, mask_id=MASK)
+    assert int(out.nfe) == 6  # the row with the most masks
+    tokens = np.asarray(out.tokens)
+    assert (tokens != MASK).all()
+    fixed = np.asarray(x_init) != MASK
+    np.testing.assert_array_equal(tokens[fixed], np.asarray(x_init)[fixed])
+    assert (np.asarray(out.reveal_step)[fixed] == 0).all()
+
+
+@pytest.mark.parametrize("predictor", ["ddpm", "ddpm_cache", "first_hitting"])
+def test_infilling_never_changes_a_fixed_position(predictor):
+    denoise = random_denoiser(length=8)
+    rng = np.random.default_rng(0)
+    x_init = np.where(rng.random((16, 8)) < 0.5, MASK, rng.integers(0, V_REAL, (16, 8)))
+    if predictor == "first_hitting":
+        out = sampling.sample_first_hitting(denoise, jax.random.key(0), jnp.asarray(x_init), mask_id=MASK)
+    else:
+        out = sampling.sample(denoise, jax.random.key(0), jnp.asarray(x_init), schedule=get_schedule("loglinear"),
+                              mask_id=MASK, num_steps=16, predictor=predictor)
+    fixed = x_init != MASK
+    np.testing.assert_array_equal(np.asarray(out.tokens)[fixed], x_init[fixed])
+
+
+def test_semi_autoregressive_keeps_every_committed_token():
+    length, stride, strides = 8, 3, 4
+    denoise = random_denoiser(length=length)
+    seen = []
+
+    sample = jax.jit(lambda k, x: sampling.sample(denoise, k, x, schedule=get_schedule("loglinear"), mask_id=MASK,
+                                                  num_steps=8))
+
+    def block(k, x_init):
+        out = sample(k, x_init)
+        seen.append((np.asarray(x_init), np.asarray(out.tokens)))
+        return out
+
+    out = sampling.semi_autoregressive(block, jax.random.key(0), jnp.full((2, length), MASK), stride=stride,
+                                       num_strides=strides, mask_id=MASK)
+    tokens = np.asarray(out.tokens)
+    assert tokens.shape == (2, length + strides * stride) and (tokens != MASK).all()
+    for i, (x_init, block_out) in enumerate(seen[1:], start=1):
+        start = i * stride  # block i covers tokens[start : start + length]
+        np.testing.assert_array_equal(x_init[:, : length - stride], tokens[:, start: start + length - stride])
+        np.testing.assert_array_equal(block_out, tokens[:, start: start + length])
+
+
+def test_nucleus_keeps_exactly_the_nucleus():
+    probs = np.array([0.05, 0.4, 0.1, 0.3, 0.15])
+    lp = jnp.log(jnp.asarray(probs))
+    for top_p, kept in [(0.39, {1}), (0.41, {1, 3}), (0.69, {1, 3}), (0.71, {1, 3, 4}), (0.94, {1, 3, 4, 2}),
+                        (1.0, {0, 1, 2, 3, 4})]:
+        out = np.asarray(sampling.nucleus(lp, top_p))
+        assert set(np.flatnonzero(np.isfinite(out))) == kept, top_p
+    shaped = np.asarray(sampling.shaped_probs(jnp.log(jnp.asarray(probs))[None, None], jnp.array([[MASK + 10]]),
+                                              MASK + 10, top_p=0.7))[0, 0]
+    np.testing.assert_allclose(shaped, np.array([0, 0.4, 0, 0.3, 0]) / 0.7, rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("x64,p,log2_draws", [(True, 1e-8, 30), (False, 1e-7, 28)])
+def test_tail_token_is_drawn_at_its_rate(x64, p, log2_draws):
+    """A token of probability p against one of 1 - p: about 10.7 / 26.8 hits expected.
+
+    The official float32 Gumbel noise cannot draw the 1e-8 token: its smallest noise value is
+    about 1.2e-7, so the tail token would need the other token's Exp(1) noise above 11.9
+    (probability 7e-6) and then the very last uniform of the float32 grid (2^-23).
+    """
+    chunk = 2**24
+    with jax.enable_x64(x64):
+        q = jnp.asarray([1 - p, p], jnp.float64 if x64 else jnp.float32)
+        count = jax.jit(lambda k: (sampling.sample_categorical(
+            jnp.broadcast_to(q, (chunk, 2)), sampling.exponential_noise(k, (chunk, 2))) == 1).sum())
+        hits = sum(int(count(k)) for k in jax.random.split(jax.random.key(0), 2 ** (log2_draws - 24)))
+    expected = p * 2**log2_draws
+    assert stats.poisson(expected).cdf(hits) > 1e-3 and stats.poisson(expected).sf(hits - 1) > 1e-3, (hits, expected)
