@@ -79,14 +79,22 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict(dict(
         batch_size=64,
         max_batches=-1,        # -1: the whole split
+        num_t=1,               # time samples per sequence, averaged (1 = the paper; more = lower variance)
         use_ema=True,
         seed=42,               # fixed so that bounds are comparable across checkpoints
     ))
 
     c.sample = ml_collections.ConfigDict(dict(
         num_samples=4,
-        num_steps=128,
-        predictor="ddpm_cache",
+        predictor="ddpm_cache",  # 'ddpm' | 'ddpm_cache' | 'first_hitting' (exact, <= L calls)
+        num_steps=128,         # T of the time grid (ddpm / ddpm_cache)
+        temperature=1.0,
+        top_p=1.0,             # nucleus sampling when < 1
+        prefix="",             # text kept fixed at the start (prefix conditioning)
+        suffix="",             # text kept fixed at the end (with prefix: infilling)
+        num_strides=0,         # semi-autoregressive: this many extra strides of `stride` tokens
+        stride=64,
+        trajectory_html=False,  # --mode=sample also writes a page showing when each token unmasked
         seed=0,
     ))
 

@@ -1,10 +1,12 @@
-"""Generation from a trained state: MDLM's reverse process or the AR baseline, decoded to text."""
+"""Generation from a trained state: MDLM's samplers or the AR baseline, decoded, timed, written."""
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,53 +16,113 @@ from etils import epath
 from mdlm_jax.diffusion import sampling
 
 
-def generate(s, params, *, num_samples: int, num_steps: int, predictor: str, seed: int):
-    """Draws ``num_samples`` sequences of ``data.seq_len`` tokens.
+class Samples(NamedTuple):
+    tokens: np.ndarray       # (N, total length) int32
+    reveal_step: np.ndarray  # (N, total length) int32, 0 for given tokens
+    nfe: int
+    seconds: float           # wall time, compilation included
 
-    Returns (tokens (N, L) int32 numpy, NFEs, wall seconds including compilation).
-    """
-    task, length = s.task, s.cfg.data.seq_len
-    key = jax.random.key(seed)
+
+def _template(s, num_samples: int):
+    """x_init (N, L): the prefix tokens first, the suffix tokens last, masks in between."""
+    c, length, mask = s.cfg.sample, s.cfg.data.seq_len, s.task.mask_id
+    prefix = s.tokenizer.encode(c.prefix) if c.prefix else []
+    suffix = s.tokenizer.encode(c.suffix) if c.suffix else []
+    if len(prefix) + len(suffix) >= length:
+        raise ValueError(f"sample.prefix and sample.suffix take {len(prefix) + len(suffix)} tokens; the model "
+                         f"length is {length}: leave room to generate.")
+    row = prefix + [mask] * (length - len(prefix) - len(suffix)) + suffix
+    return jnp.tile(jnp.asarray(row, jnp.int32)[None], (num_samples, 1))
+
+
+def generate(s, params) -> Samples:
+    """Draws ``sample.num_samples`` sequences with the configured sampler (see configs' ``sample``)."""
+    c, task = s.cfg.sample, s.task
     model = task.model
+    key = jax.random.key(c.seed)
     if task.is_ar:
-        x_init = jnp.full((num_samples, length), s.tokenizer.bos_id, jnp.int32)
-        fn = lambda p, k: sampling.sample_ar(  # noqa: E731
-            lambda x: model.apply({"params": p}, x), k, x_init, mask_id=task.mask_id)
+        x_init = jnp.full((c.num_samples, s.cfg.data.seq_len), s.tokenizer.bos_id, jnp.int32)
+        block = lambda p, k, x: sampling.sample_ar(  # noqa: E731
+            lambda y: model.apply({"params": p}, y), k, x, mask_id=task.mask_id)
     else:
-        x_init = jnp.full((num_samples, length), task.mask_id, jnp.int32)
-        fn = lambda p, k: sampling.sample(  # noqa: E731
-            lambda x, sig: model.apply({"params": p}, x, sig), k, x_init, schedule=task.schedule,
-            mask_id=task.mask_id, num_steps=num_steps, predictor=predictor)
+        x_init = _template(s, c.num_samples)
+        denoise = lambda p: lambda y, sig: model.apply({"params": p}, y, sig)  # noqa: E731
+        if c.predictor == "first_hitting":
+            block = lambda p, k, x: sampling.sample_first_hitting(  # noqa: E731
+                denoise(p), k, x, mask_id=task.mask_id, temperature=c.temperature, top_p=c.top_p)
+        else:
+            block = lambda p, k, x: sampling.sample(  # noqa: E731
+                denoise(p), k, x, schedule=task.schedule, mask_id=task.mask_id, num_steps=c.num_steps,
+                predictor=c.predictor, temperature=c.temperature, top_p=c.top_p)
+    jitted = jax.jit(block)
     start = time.perf_counter()
     with jax.set_mesh(s.mesh):
-        out = jax.jit(fn)(params, key)
-        tokens = np.asarray(jax.device_get(out.tokens))
-    return tokens, int(out.nfe), time.perf_counter() - start
+        if c.num_strides and not task.is_ar:
+            out = sampling.semi_autoregressive(lambda k, x: jitted(params, k, x), key, x_init, stride=c.stride,
+                                               num_strides=c.num_strides, mask_id=task.mask_id)
+        else:
+            out = jitted(params, key, x_init)
+        out = jax.device_get(out)
+    return Samples(np.asarray(out.tokens), np.asarray(out.reveal_step), int(out.nfe), time.perf_counter() - start)
 
 
 def print_samples(s, state) -> list[str]:
-    """Generates ``sample.num_samples`` texts with the EMA params and logs them (process 0)."""
-    c = s.cfg.sample
-    tokens, nfe, seconds = generate(s, state.ema_params, num_samples=c.num_samples, num_steps=c.num_steps,
-                                    predictor=c.predictor, seed=c.seed)
-    texts = [s.tokenizer.decode(row.tolist()) for row in tokens]
+    """Generates with the EMA params and logs the texts (process 0); returns them."""
+    out = generate(s, state.ema_params)
+    texts = [s.tokenizer.decode(row.tolist()) for row in out.tokens]
     if jax.process_index() == 0:
-        logging.info("%d samples (%s, T=%d, %d NFEs, %.1f s):", len(texts), c.predictor, c.num_steps, nfe, seconds)
+        logging.info("%d samples (%s, %d NFEs, %.1f s):", len(texts), _describe(s), out.nfe, out.seconds)
         for i, text in enumerate(texts):
             logging.info("--- sample %d ---\n%s", i, text)
     return texts
 
 
-def write_samples(s, state, path) -> str:
-    """Writes samples as JSONL (text, token ids, NFEs, seed), one object per line; returns the path."""
+def write_samples(s, state, path) -> Samples:
+    """Writes JSONL (text, token ids, NFEs, wall seconds, seed, sampler) and, if
+    ``sample.trajectory_html``, a page showing when each token was unmasked."""
     c = s.cfg.sample
-    tokens, nfe, seconds = generate(s, state.ema_params, num_samples=c.num_samples, num_steps=c.num_steps,
-                                    predictor=c.predictor, seed=c.seed)
+    out = generate(s, state.ema_params)
     if jax.process_index() == 0:
         path = epath.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(
-            json.dumps(dict(text=s.tokenizer.decode(row.tolist()), token_ids=row.tolist(), nfe=nfe, seed=c.seed,
-                            predictor=c.predictor, num_steps=c.num_steps)) + "\n" for row in tokens))
-        logging.info("Wrote %d samples to %s (%d NFEs, %.1f s)", len(tokens), path, nfe, seconds)
-    return path
+        path.write_text("".join(json.dumps(dict(
+            text=s.tokenizer.decode(row.tolist()), token_ids=row.tolist(), nfe=out.nfe, seconds=out.seconds,
+            seed=c.seed, sampler=_describe(s))) + "\n" for row in out.tokens))
+        logging.info("Wrote %d samples to %s (%s, %d NFEs, %.1f s)", len(out.tokens), path, _describe(s), out.nfe,
+                     out.seconds)
+        if c.trajectory_html:
+            page = path.with_suffix(".html")
+            page.write_text(trajectory_html(s.tokenizer, out, title=_describe(s)))
+            logging.info("Wrote the denoising trajectory to %s", page)
+    return out
+
+
+def _describe(s) -> str:
+    c = s.cfg.sample
+    if s.task.is_ar:
+        return "ar"
+    parts = [c.predictor] + ([f"T={c.num_steps}"] if c.predictor != "first_hitting" else [])
+    parts += [f"temperature={c.temperature}"] * (c.temperature != 1) + [f"top_p={c.top_p}"] * (c.top_p != 1)
+    parts += [f"semi-AR {c.num_strides}x{c.stride}"] * bool(c.num_strides)
+    return " ".join(parts)
+
+
+def trajectory_html(tokenizer, out: Samples, *, title: str) -> str:
+    """A self-contained page: each token shaded by the step it was unmasked (dark = early; given
+    tokens outlined); hovering shows the step."""
+    rows = []
+    for tokens, steps in zip(out.tokens, out.reveal_step):
+        last = max(int(steps.max()), 1)
+        cells = []
+        for tok, step in zip(tokens.tolist(), steps.tolist()):
+            text = html.escape(tokenizer.decode([tok]) or " ").replace(" ", "&nbsp;").replace("\n", "&#8629;")
+            if step == 0:
+                style = "outline:1px solid #555"
+            else:
+                style = f"background:hsl(210,80%,{int(35 + 55 * step / last)}%)"
+            cells.append(f'<span title="step {step}" style="{style}">{text}</span>')
+        rows.append("<p>" + "".join(cells) + "</p>")
+    return ("<!doctype html><meta charset='utf-8'><title>MDLM trajectory</title>"
+            "<style>body{font:14px monospace;max-width:70em;margin:2em auto}p{line-height:1.8}</style>"
+            f"<h1>{html.escape(title)}</h1><p>Dark blue tokens were unmasked first, light ones last; outlined "
+            "tokens were given. Hover a token for its step.</p>" + "".join(rows))

@@ -82,14 +82,18 @@ def prepare(task: Task, batch: dict, rng, sobol_rng, sobol_offset=0) -> dict:
     return dict(x0=x0, am=am, xt=c.xt, sigma=c.sigma, weight=c.weight)
 
 
-def loss_sums(task: Task, params, ex: dict, *, train: bool, rng=None):
-    """(sum of per-token losses, number of loss tokens) over the examples in ``ex``."""
+def token_losses(task: Task, params, ex: dict, *, train: bool, rng=None) -> losses.LossOutput:
+    """The NELBO (or AR NLL) of the examples in ``ex``, per token and reduced."""
     if task.is_ar:
         logits = _logits(task, params, ex["x0"], None, train=train, rng=rng)
-        out = losses.ar_loss(logits, ex["x0"], ex["am"], task.mask_id)
-    else:
-        logits = _logits(task, params, ex["xt"], ex["sigma"], train=train, rng=rng)
-        out = losses.masked_diffusion_loss(logits, ex["x0"], ex["xt"], ex["weight"], ex["am"], task.mask_id)
+        return losses.ar_loss(logits, ex["x0"], ex["am"], task.mask_id)
+    logits = _logits(task, params, ex["xt"], ex["sigma"], train=train, rng=rng)
+    return losses.masked_diffusion_loss(logits, ex["x0"], ex["xt"], ex["weight"], ex["am"], task.mask_id)
+
+
+def loss_sums(task: Task, params, ex: dict, *, train: bool, rng=None):
+    """(sum of per-token losses, number of loss tokens) over the examples in ``ex``."""
+    out = token_losses(task, params, ex, train=train, rng=rng)
     return out.token_loss.sum(), out.num_tokens
 
 
@@ -132,10 +136,12 @@ def train_step(state: TrainState, batch: dict, *, task: Task, optimizer: optax.G
 
 
 def eval_step(params, batch: dict, rng, *, task: Task) -> dict:
-    """Sums for the PPL bound over one batch: NELBO (or AR NLL) summed over tokens, and the count."""
+    """Per-sequence sums for the PPL bound: loss (B,) = NELBO (or AR NLL) summed over each row's
+    tokens, tokens (B,) = each row's number of loss tokens."""
     ex = prepare(task, batch, rng, jax.random.fold_in(rng, _SOBOL_STREAM))
-    loss_sum, tokens = loss_sums(task, params, ex, train=False)
-    return dict(loss_sum=loss_sum, tokens=tokens)
+    out = token_losses(task, params, ex, train=False)
+    weights = ex["am"][:, 1:] if task.is_ar else ex["am"]
+    return dict(loss=out.token_loss.sum(-1), tokens=weights.sum(-1))
 
 
 def _init_boxed(task: Task, optimizer, rng, seq_len: int) -> TrainState:
