@@ -1,0 +1,190 @@
+"""Benchmarks that print tables: train-step throughput / MFU / memory, and sampler speed / NFEs.
+
+    python -m mdlm_jax.bench train --size small --lengths 128,1024 --batch 8 [--vs-torch]
+    python -m mdlm_jax.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000
+
+Random weights (speed does not depend on them). Timings exclude compilation, which is reported
+separately; every timed call is synchronised with ``block_until_ready``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdlm_jax import config as config_lib, flops, optim, parallel, task as task_lib
+from mdlm_jax.diffusion import sampling
+from mdlm_jax.diffusion.schedules import get_schedule
+from mdlm_jax.models import DiT
+
+GPT2_VOCAB = 50258  # GPT-2 plus the appended mask token
+
+
+def _timed(fn, *args, repeats: int):
+    """(compile + first call seconds, mean seconds per later call, last output)."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = jax.block_until_ready(fn(*args))
+    return compile_s, (time.perf_counter() - start) / repeats, out
+
+
+def _peak_memory_gib() -> float | None:
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**30
+
+
+def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, vocab: int) -> dict:
+    cfg = config_lib.default_config()
+    config_lib.set_model_size(cfg, size)
+    cfg.model.dtype = dtype
+    cfg.train.batch_size = batch
+    cfg.mesh.update(data=-1, fsdp=1, tensor=1)
+    mesh = parallel.make_mesh(cfg.mesh)
+    task = task_lib.make_task(cfg, vocab, vocab - 1)
+    optimizer = optim.make_optimizer(cfg.optim)
+    _, shardings = task_lib.state_shardings(task, optimizer, mesh, length)
+    state = task_lib.init_state(task, optimizer, mesh, shardings, 0, length)
+    step = jax.jit(functools.partial(task_lib.train_step, task=task, optimizer=optimizer),
+                   in_shardings=(shardings, parallel.batch_sharding(mesh)),
+                   out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+    rng = np.random.default_rng(0)
+    batch_np = {"input_ids": rng.integers(0, vocab - 1, (batch, length)).astype(np.int32),
+                "attention_mask": np.ones((batch, length), np.float32)}
+    with jax.set_mesh(mesh):
+        data = parallel.make_global_batch(batch_np, parallel.batch_sharding(mesh))
+        start = time.perf_counter()
+        state, _ = jax.block_until_ready(step(state, data))
+        compile_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = step(state, data)
+        jax.block_until_ready(metrics)
+        seconds = (time.perf_counter() - start) / steps
+    tokens_per_s = batch * length / seconds
+    flop_per_token = flops.train_flops_per_token(n_blocks=task.model.n_blocks, hidden_size=task.model.hidden_size,
+                                                 mlp_ratio=task.model.mlp_ratio, vocab_size=vocab, seq_len=length)
+    peak = flops.peak_flops(jax.devices()[0])
+    return dict(size=size, L=length, batch=batch, dtype=dtype, tokens_per_s=tokens_per_s,
+                gflop_per_token=flop_per_token / 1e9,
+                mfu=None if peak is None else tokens_per_s * flop_per_token / (peak * jax.device_count()),
+                peak_mem_gib=_peak_memory_gib(), compile_s=compile_s)
+
+
+def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int) -> float:
+    """Tokens/s of the project's PyTorch DiT (bfloat16 autocast on CUDA, SDPA), same batch."""
+    import torch
+
+    from mdlm_jax.interop.torch_dit import DiT as TorchDiT
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = TorchDiT(vocab_size=vocab, cond_dim=128, **config_lib.MODEL_SIZES[size]).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    x = torch.randint(0, vocab - 1, (batch, length), device=device)
+    sigma = torch.rand(batch, device=device)
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            logits = model(x, sigma)
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return batch * length / ((time.perf_counter() - start) / steps)
+
+
+def bench_sample(size: str, length: int, batch: int, num_steps: int, predictor: str, dtype: str,
+                 vocab: int) -> dict:
+    kwargs = dict(config_lib.MODEL_SIZES[size], cond_dim=128, dropout=0.0)
+    model = DiT(vocab_size=vocab, dtype=jnp.dtype(dtype), **kwargs)
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, length), jnp.int32), jnp.zeros((1,)))["params"]
+    params = jax.tree_util.tree_map(lambda p: getattr(p, "value", p), params,
+                                    is_leaf=lambda p: hasattr(p, "value"))
+    # Random output weights so that the sampler's choices are not degenerate.
+    params["output_layer"]["linear"]["kernel"] = 0.02 * jax.random.normal(
+        jax.random.key(1), params["output_layer"]["linear"]["kernel"].shape)
+    denoise = lambda p: lambda x, s: model.apply({"params": p}, x, s)  # noqa: E731
+    x_init = jnp.full((batch, length), vocab - 1, jnp.int32)
+    if predictor == "first_hitting":
+        fn = jax.jit(lambda p, k: sampling.sample_first_hitting(denoise(p), k, x_init, mask_id=vocab - 1))
+    else:
+        fn = jax.jit(lambda p, k: sampling.sample(denoise(p), k, x_init, schedule=get_schedule("loglinear"),
+                                                  mask_id=vocab - 1, num_steps=num_steps, predictor=predictor))
+    compile_s, seconds, out = _timed(fn, params, jax.random.key(2), repeats=1)
+    return dict(size=size, L=length, T=num_steps if predictor != "first_hitting" else "-", predictor=predictor,
+                batch=batch, nfe=int(out.nfe), samples_per_s=batch / seconds,
+                tokens_per_s=batch * length / seconds, compile_s=compile_s)
+
+
+def print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(rows[0])
+
+    def fmt(v):
+        if v is None:
+            return "n/a"
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(fmt(row[k]) for k in keys) + " |")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["train", "sample"])
+    parser.add_argument("--size", default="small", choices=sorted(config_lib.MODEL_SIZES))
+    parser.add_argument("--lengths", default="128,1024")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--steps", type=int, default=10, help="timed train steps")
+    parser.add_argument("--vocab", type=int, default=GPT2_VOCAB)
+    parser.add_argument("--num-steps", default="128,1000,10000", help="sampler T values")
+    parser.add_argument("--predictors", default="ddpm,ddpm_cache,first_hitting")
+    parser.add_argument("--vs-torch", action="store_true", help="also time the PyTorch DiT (train)")
+    args = parser.parse_args(argv)
+    lengths = [int(x) for x in args.lengths.split(",")]
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), "
+          f"jax {jax.__version__}, python {platform.python_version()}")
+    rows = []
+    if args.what == "train":
+        for length in lengths:
+            row = bench_train(args.size, length, args.batch, args.dtype, args.steps, args.vocab)
+            if args.vs_torch:
+                row["torch_tokens_per_s"] = bench_torch_train(args.size, length, args.batch, args.steps, args.vocab)
+                row["jax_over_torch"] = row["tokens_per_s"] / row["torch_tokens_per_s"]
+            rows.append(row)
+    else:
+        for length in lengths:
+            for predictor in args.predictors.split(","):
+                steps = [0] if predictor == "first_hitting" else [int(t) for t in args.num_steps.split(",")]
+                for t in steps:
+                    rows.append(bench_sample(args.size, length, args.batch, t, predictor, args.dtype, args.vocab))
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
