@@ -6,6 +6,7 @@ Config fields are overridden from the command line: ``--config.train.steps=100``
 from __future__ import annotations
 
 import json
+import logging as logging_std
 import sys
 
 import jax
@@ -34,8 +35,18 @@ def _restore(s, workdir: str):
     return restored[0], restored[2]
 
 
+class _QuietLibraries(logging_std.Filter):
+    """Keeps orbax's and jax's own INFO chatter out of the progress log (warnings still show)."""
+
+    def filter(self, record):
+        noisy = any(part in record.pathname for part in ("/orbax/", "/jax/_src/", "/grain/"))
+        return record.levelno >= logging_std.WARNING or not noisy
+
+
 def main(argv):
     del argv
+    logging_std.getLogger("absl").addFilter(_QuietLibraries())
+    logging_std.getLogger("jax").setLevel(logging_std.WARNING)
     cfg, workdir = _CONFIG.value, _WORKDIR.value
     if _MODE.value == "train":
         try:

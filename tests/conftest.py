@@ -15,3 +15,7 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="session")
 def fixtures_dir():
     return FIXTURES
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: multi-process tests (tens of seconds); CI runs them too")
