@@ -235,12 +235,12 @@ def semi_autoregressive(sample_block: Callable, rng, x_init, *, stride: int, num
     if not 0 < stride <= length:
         raise ValueError(f"stride must lie in [1, {length}] (the block length), got {stride}.")
     out = sample_block(jax.random.fold_in(rng, 0), x_init)
-    tokens, nfe, reveal = [out.tokens], out.nfe, [out.reveal_step]
+    tokens, nfe, reveal = out.tokens, out.nfe, out.reveal_step
+    new = jnp.full((x_init.shape[0], stride), mask_id, tokens.dtype)
     for i in range(1, num_strides + 1):
-        prefix = tokens[-1][:, stride:] if i == 1 else jnp.concatenate(tokens, axis=1)[:, -(length - stride):]
-        block_init = jnp.concatenate([prefix, jnp.full((x_init.shape[0], stride), mask_id, prefix.dtype)], axis=1)
-        out = sample_block(jax.random.fold_in(rng, i), block_init)
-        tokens.append(out.tokens[:, -stride:])
-        reveal.append(out.reveal_step[:, -stride:])
+        block = jnp.concatenate([tokens[:, tokens.shape[1] - (length - stride):], new], axis=1)
+        out = sample_block(jax.random.fold_in(rng, i), block)
+        tokens = jnp.concatenate([tokens, out.tokens[:, -stride:]], axis=1)
+        reveal = jnp.concatenate([reveal, out.reveal_step[:, -stride:]], axis=1)
         nfe = nfe + out.nfe
-    return SampleOutput(jnp.concatenate(tokens, axis=1), nfe, jnp.concatenate(reveal, axis=1))
+    return SampleOutput(tokens, nfe, reveal)
