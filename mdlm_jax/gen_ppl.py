@@ -7,7 +7,8 @@ dull, repetitive text, so the mean per-sample unigram entropy is always reported
 
 Driver: ``python -m mdlm_jax.gen_ppl --evaluator=DIR --samples=samples.jsonl`` where DIR holds a
 Hugging Face GPT-2 (``config.json``, ``model.safetensors``) and its tokenizer files, and each line
-of the JSONL has a ``text`` field (as ``mdlm_jax.sample.write_samples`` writes it).
+of the JSONL has a ``text`` field (as ``mdlm_jax.sample.write_samples`` writes it). Without
+``--evaluator`` it reports the mean unigram entropy of the samples' own ``token_ids``.
 """
 
 from __future__ import annotations
@@ -176,13 +177,21 @@ def evaluate_texts(texts: Sequence[str], evaluator_dir, *, context: int = 1024, 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--evaluator", required=True, help="local HF GPT-2 directory (weights + tokenizer)")
-    parser.add_argument("--samples", required=True, help="JSONL with a 'text' field per line")
+    parser.add_argument("--evaluator", default="",
+                        help="local HF GPT-2 directory (weights + tokenizer); without it only the entropy of "
+                             "the samples' own 'token_ids' is reported")
+    parser.add_argument("--samples", required=True, help="JSONL with a 'text' (and 'token_ids') field per line")
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--batch_size", type=int, default=8)
     args = parser.parse_args(argv)
-    lines = pathlib.Path(args.samples).read_text().splitlines()
-    texts = [json.loads(line)["text"] for line in lines if line.strip()]
+    records = [json.loads(line) for line in pathlib.Path(args.samples).read_text().splitlines() if line.strip()]
+    if not args.evaluator:
+        if any("token_ids" not in r for r in records):
+            raise SystemExit(f"{args.samples}: without --evaluator every line needs 'token_ids'.")
+        report = dict(entropy=mean_unigram_entropy([r["token_ids"] for r in records]), samples=len(records))
+        print(json.dumps(report))
+        return report
+    texts = [r["text"] for r in records]
     result = evaluate_texts(texts, args.evaluator, context=args.context, batch_size=args.batch_size)
     report = dict(gen_ppl=result.ppl, entropy=result.entropy, tokens=result.num_tokens, samples=len(texts))
     print(json.dumps(report))

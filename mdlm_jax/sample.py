@@ -49,11 +49,12 @@ def generate(s, params) -> Samples:
         denoise = lambda p: lambda y, sig: model.apply({"params": p}, y, sig)  # noqa: E731
         if c.predictor == "first_hitting":
             block = lambda p, k, x: sampling.sample_first_hitting(  # noqa: E731
-                denoise(p), k, x, mask_id=task.mask_id, temperature=c.temperature, top_p=c.top_p)
+                denoise(p), k, x, mask_id=task.mask_id, temperature=c.temperature, top_p=c.top_p,
+                noise=c.noise)
         else:
             block = lambda p, k, x: sampling.sample(  # noqa: E731
                 denoise(p), k, x, schedule=task.schedule, mask_id=task.mask_id, num_steps=c.num_steps,
-                predictor=c.predictor, temperature=c.temperature, top_p=c.top_p)
+                predictor=c.predictor, temperature=c.temperature, top_p=c.top_p, noise=c.noise)
     jitted = jax.jit(block)
     start = time.perf_counter()
     with jax.set_mesh(s.mesh):
@@ -103,7 +104,7 @@ def _describe(s) -> str:
         return "ar"
     parts = [c.predictor] + ([f"T={c.num_steps}"] if c.predictor != "first_hitting" else [])
     parts += [f"temperature={c.temperature}"] * (c.temperature != 1) + [f"top_p={c.top_p}"] * (c.top_p != 1)
-    parts += [f"semi-AR {c.num_strides}x{c.stride}"] * bool(c.num_strides)
+    parts += [f"semi-AR {c.num_strides}x{c.stride}"] * bool(c.num_strides) + [f"noise={c.noise}"] * (c.noise != "exact")
     return " ".join(parts)
 
 

@@ -221,3 +221,13 @@ def test_driver_end_to_end(hf_gpt2, tmp_path, capsys):
     assert report["tokens"] == 3 + 1 and report["samples"] == 2
     assert json.loads(capsys.readouterr().out) == report
     assert report["entropy"] > 0 and math.isfinite(report["gen_ppl"])
+
+
+def test_driver_without_evaluator_reports_entropy_of_token_ids(tmp_path):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"text": "", "token_ids": ids}) + "\n" for ids in [[1, 1, 2, 2], [3, 3]]))
+    report = gen_ppl.main(["--samples", str(samples)])
+    assert report == {"entropy": pytest.approx(math.log(2) / 2), "samples": 2}
+    samples.write_text(json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(SystemExit, match="token_ids"):
+        gen_ppl.main(["--samples", str(samples)])

@@ -139,3 +139,15 @@ def test_tail_token_is_drawn_at_its_rate(x64, p, log2_draws):
         hits = sum(int(count(k)) for k in jax.random.split(jax.random.key(0), 2 ** (log2_draws - 24)))
     expected = p * 2**log2_draws
     assert stats.poisson(expected).cdf(hits) > 1e-3 and stats.poisson(expected).sf(hits - 1) > 1e-3, (hits, expected)
+
+
+def test_float32_noise_reproduces_the_official_gumbel_cap():
+    """'float32' is the official noise: g = -log E never exceeds -log(-log(1 - 2^-24)) ~ 16.6,
+    which is what lowers the entropy of official samples; 'exact' has no such cap in distribution."""
+    official = sampling.categorical_noise("float32", jax.random.key(1), (2**20,))
+    cap = -np.log(1e-10 - np.log1p(-2.0**-24))
+    assert float(jnp.max(-jnp.log(official))) <= cap + 1e-3
+    exact = sampling.categorical_noise("exact", jax.random.key(1), (2**20,))
+    assert float(jnp.min(exact)) > 0
+    with pytest.raises(ValueError, match="noise"):
+        sampling.categorical_noise("float16", jax.random.key(1), (2,))

@@ -20,6 +20,9 @@ from mdlm_jax.diffusion.schedules import NoiseSchedule
 from mdlm_jax.validation import check_choice
 
 PREDICTORS = ("ddpm", "ddpm_cache")  # time-grid samplers; see also sample_first_hitting
+# 'exact': see exponential_noise. 'float32': the official float32 Gumbel noise, kept only to
+# measure the low-entropy bias it causes (SPEC section 8); never the default.
+NOISES = ("exact", "float32")
 
 
 class SampleOutput(NamedTuple):
@@ -49,6 +52,15 @@ def exponential_noise(rng, shape):
 def official_noise_from_uniforms(u):
     """The official ``_sample_categorical`` noise 1e-10 - log(u + 1e-10), for parity with recorded u."""
     return 1e-10 - jnp.log(u + 1e-10)
+
+
+def categorical_noise(kind: str, rng, shape):
+    """Race noise E for ``sample_categorical``: 'exact' (``exponential_noise``) or 'float32'
+    (the official ``1e-10 - log(u + 1e-10)``, u ~ U[0, 1) float32, which caps g = -log E near 16.6)."""
+    check_choice(kind, NOISES, "noise")
+    if kind == "exact":
+        return exponential_noise(rng, shape)
+    return official_noise_from_uniforms(jax.random.uniform(rng, shape, jnp.float32))
 
 
 def sample_categorical(q, noise):
@@ -109,18 +121,19 @@ def shaped_probs(logits, x, mask_id: int, temperature: float = 1.0, top_p: float
 
 def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_id: int,
            num_steps: int, predictor: str = "ddpm", eps: float = 1e-5, noise_removal: bool = True,
-           temperature: float = 1.0, top_p: float = 1.0) -> SampleOutput:
+           temperature: float = 1.0, top_p: float = 1.0, noise: str = "exact") -> SampleOutput:
     """Ancestral sampling from x_init (all-mask for unconditional; fixed tokens are carried over).
 
     Grid t_k = linspace(1, eps, T + 1), dt = (1 - eps) / T; step k moves t_k -> t_k - dt.
     ``ddpm`` uses mc = move_chance(t); ``ddpm_cache`` (official; loglinear schedule, a denoiser
     that ignores sigma) uses mc(t) = t and reuses p(x_0 | x_t) while x did not change, so most
     steps at T >> L call no network. ``noise_removal`` replaces the masks left at t = eps by
-    argmax p(x_0 | x_t). ``temperature`` and ``top_p`` reshape p(x_0 | x_t) (see ``shaped_probs``).
-    ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
+    argmax p(x_0 | x_t). ``temperature`` and ``top_p`` reshape p(x_0 | x_t) (see ``shaped_probs``);
+    ``noise`` picks the categorical noise (``categorical_noise``). ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
     Shapes: x_init (B, L) int -> SampleOutput.
     """
     check_choice(predictor, PREDICTORS, "predictor")
+    check_choice(noise, NOISES, "noise")
     if predictor == "ddpm_cache" and schedule.name != "loglinear":
         raise ValueError("predictor 'ddpm_cache' assumes the loglinear schedule (move chance t); "
                          f"got schedule {schedule.name!r}: use predictor 'ddpm'.")
@@ -148,8 +161,8 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
             nfe = nfe + jnp.where(valid, 0, 1)
             mc_t, mc_s = tb, tb - dt
             cache = p_x0
-        noise = exponential_noise(jax.random.fold_in(rng, i), x.shape + (p_x0.shape[-1],))
-        x_next, _ = reverse_step(x, p_x0, mc_t, mc_s, mask_id, noise)
+        race = categorical_noise(noise, jax.random.fold_in(rng, i), x.shape + (p_x0.shape[-1],))
+        x_next, _ = reverse_step(x, p_x0, mc_t, mc_s, mask_id, race)
         reveal = jnp.where(x_next != x, i + 1, reveal)
         return x_next, cache, jnp.all(x_next == x), nfe, reveal
 
@@ -171,7 +184,7 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
 
 
 def sample_first_hitting(denoise_fn: Callable, rng, x_init, *, mask_id: int, temperature: float = 1.0,
-                         top_p: float = 1.0) -> SampleOutput:
+                         top_p: float = 1.0, noise: str = "exact") -> SampleOutput:
     """Exact first-hitting sampler (Zheng et al., 2024) for a denoiser without time conditioning.
 
     Under the loglinear schedule each still-masked token unmasks at an independent uniform time, so
@@ -191,7 +204,7 @@ def sample_first_hitting(denoise_fn: Callable, rng, x_init, *, mask_id: int, tem
         # A uniformly random masked position per row: the masked entry with the largest random key.
         pos = jnp.argmax(jnp.where(masked, jax.random.uniform(k_pos, x.shape), -1.0), axis=-1)
         probs_at = jnp.take_along_axis(p_x0, pos[:, None, None], axis=1)[:, 0]
-        token = sample_categorical(probs_at, exponential_noise(k_tok, probs_at.shape))
+        token = sample_categorical(probs_at, categorical_noise(noise, k_tok, probs_at.shape))
         rows = jnp.arange(batch)
         update = masked.any(axis=-1)
         x = x.at[rows, pos].set(jnp.where(update, token, x[rows, pos]))
