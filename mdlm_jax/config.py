@@ -108,6 +108,9 @@ def default_config() -> ml_collections.ConfigDict:
         num_steps=128,         # T of the time grid (ddpm / ddpm_cache)
         temperature=1.0,
         top_p=1.0,             # nucleus sampling when < 1
+        # categorical noise: 'exact' (float64 with x64, else an untruncated float32 draw); 'float32'
+        # reproduces the official Gumbel noise and its low-entropy bias (for comparison only)
+        noise="exact",
         prefix="",             # text kept fixed at the start (prefix conditioning)
         suffix="",             # text kept fixed at the end (with prefix: infilling)
         num_strides=0,         # semi-autoregressive: this many extra strides of `stride` tokens
