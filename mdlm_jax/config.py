@@ -52,7 +52,10 @@ def default_config() -> ml_collections.ConfigDict:
         source="embedded",
         files=(),              # .txt / .jsonl paths or globs when source == 'files'
         jsonl_field="text",    # the text field of .jsonl records ('files', and OpenWebText as .jsonl)
-        path="",               # a paper dataset's local copy in its public layout; '' = the HF caches
+        path="",               # a paper dataset's local copy in its public layout; '' = tfds, then the HF caches
+        # TensorFlow Datasets dir tried next: an ArrayRecord copy (`tfds build lm1b --file_format=array_record`,
+        # read without TensorFlow); '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+        tfds_data_dir="",
         tokenizer="bytes",     # 'bytes' | 'text8' | 'gpt2' | 'bert-base-uncased'
         tokenizer_path="",     # gpt2 / bert: directory of the vocabulary files; '' = the local HF cache
         allow_download=False,  # fetch a missing tokenizer (HF Hub), text8.zip or LAMBADA; never otherwise

@@ -40,6 +40,7 @@ E = 50256  # GPT-2's BOS = EOS
 @pytest.fixture(autouse=True)
 def _no_hf_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # no TensorFlow Datasets copies either
     for var in ("HF_DATASETS_CACHE", "HF_HUB_CACHE"):
         monkeypatch.delenv(var, raising=False)
 

@@ -27,6 +27,7 @@ def _data_config(args) -> object:
     dataset = DATASETS[args.dataset]
     cfg = default_config().data
     cfg.update(source=dataset.name, path=getattr(args, "source", "") or "", cache_dir=args.out,
+               tfds_data_dir=getattr(args, "tfds_data_dir", "") or "",
                tokenizer=args.tokenizer or dataset.tokenizer, tokenizer_path=args.tokenizer_path or "",
                allow_download=args.allow_download, detokenizer=args.detokenizer or "",
                seq_len=args.seq_len or dataset.seq_len, packing=args.packing or dataset.packing,
@@ -128,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--jsonl-field", default="text")
         p.add_argument("--json", action="store_true", help="also print the report as one JSON line")
         if name == "prepare":
-            p.add_argument("--source", default="", help="the local copy (data.path); default: the HF caches")
+            p.add_argument("--source", default="", help="the local copy (data.path); default: tfds, then the HF caches")
+            p.add_argument("--tfds-data-dir", default="",
+                           help="a TensorFlow Datasets dir with an ArrayRecord copy (data.tfds_data_dir); "
+                                "default $TFDS_DATA_DIR or ~/tensorflow_datasets")
             p.add_argument("--shard", type=int, default=0)
             p.add_argument("--num-shards", type=int, default=1)
             p.add_argument("--no-progress", action="store_true")
@@ -140,7 +144,8 @@ def main(argv=None) -> int:
     try:
         report = prepare(args) if args.command == "prepare" else merge(args)
     except (FileNotFoundError, ValueError) as e:
-        hint = " (here: pass the local copy as --source DIR)" if isinstance(e, DatasetNotFoundError) else ""
+        hint = (" (here: pass the local copy as --source DIR, or a TensorFlow Datasets dir as --tfds-data-dir DIR)"
+                if isinstance(e, DatasetNotFoundError) else "")
         print(f"error: {e}{hint}", file=sys.stderr)
         return 2
     if args.json:

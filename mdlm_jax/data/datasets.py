@@ -6,9 +6,11 @@ one collection), and *splits*, the slices the experiments read: a whole part, a 
 documents (OpenWebText's last 100,000), or a range of its tokens (text8's characters). Parts
 are tokenized once into the cache (``cache.py``); splits are views over them.
 
-Nothing is downloaded unless ``data.allow_download`` is set (text8 and LAMBADA have canonical
-URLs); a missing dataset raises ``DatasetNotFoundError`` naming what was tried and the setting
-that fixes it.
+Look-up order: ``data.path`` (a local copy in the public layout), then a TensorFlow Datasets copy
+prepared in the ArrayRecord format under ``data.tfds_data_dir`` (``tfds_source``; LM1B, AG News,
+PubMed, arXiv), then the Hugging Face caches, then a download. Nothing is downloaded
+unless ``data.allow_download`` is set (text8 and LAMBADA have canonical URLs); a missing dataset
+raises ``DatasetNotFoundError`` naming what was tried and the setting that fixes it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import tempfile
 import urllib.request
 from typing import Callable, Iterator, NamedTuple
 
-from mdlm_jax.data import formats
+from mdlm_jax.data import formats, tfds_source
 from mdlm_jax.data.formats import Unit
+from mdlm_jax.data.tfds_source import TfdsName
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -127,6 +130,7 @@ class Dataset:
       clean: per-record rule before detokenization (official stripping, newline collapsing).
       keep_empty: keep empty records as (EOS-only) documents, as the official stream does.
       hf: names in the Hugging Face caches, and the part -> split names used there.
+      tfds: names in TensorFlow Datasets (read from an ArrayRecord copy in ``data.tfds_data_dir``).
       url / url_file: a canonical download (only with ``data.allow_download``).
     """
 
@@ -135,12 +139,12 @@ class Dataset:
                  find: Callable[[str, object], dict[str, list[Unit]] | None], layout: str,
                  clean: Callable[[str], str] = lambda text: text, keep_empty: bool = False,
                  hf: HFCache | None = None, hf_parts: dict[str, str] | None = None,
-                 url: str = "", url_file: str = ""):
+                 tfds: TfdsName | None = None, url: str = "", url_file: str = ""):
         self.name, self.title = name, title
         self.tokenizer, self.seq_len, self.packing = tokenizer, seq_len, packing
         self.detokenizer, self.eval_split, self._splits = detokenizer, eval_split, splits
         self._find, self.layout, self.clean, self.keep_empty = find, layout, clean, keep_empty
-        self.hf, self.hf_parts = hf, hf_parts or {}
+        self.hf, self.hf_parts, self.tfds = hf, hf_parts or {}, tfds
         self.url, self.url_file = url, url_file
 
     def splits(self, data_config) -> dict[str, Selection]:
@@ -153,8 +157,39 @@ class Dataset:
                              + (" (it is an evaluation-only set)." if "train" not in splits else "."))
         return splits[split]
 
+    def _locate_tfds(self, data_config, tried: list[str]) -> Located | None:
+        """A prepared ArrayRecord copy in the tfds data dir; TFRecord-only copies are refused
+        (raised when ``data.tfds_data_dir`` is set, else noted in ``tried``)."""
+        data_dir, explicit = tfds_source.data_dir_for(data_config)
+        prepared = tfds_source.find(self.tfds, data_dir)
+        readable = [p for p in prepared if tfds_source.ARRAY_RECORD in p.formats]
+        if readable:
+            try:
+                parts = tfds_source.units(readable[0], self.tfds)
+            except (ImportError, ValueError) as e:
+                raise DatasetNotFoundError(f"{self.title}: {e}") from e
+            if parts:
+                return Located(parts, readable[0].directory, f"TensorFlow Datasets ({readable[0].directory})")
+            tried.append(f"the TensorFlow Datasets copy {readable[0].directory} (none of the splits "
+                         f"{sorted(set(self.tfds.parts.values()))})")
+            return None
+        if prepared:
+            message = (f"the TensorFlow Datasets copy {prepared[0].directory} is in the "
+                       f"{'/'.join(sorted(prepared[0].formats))} format, which only TensorFlow can read; rebuild it "
+                       f"in the ArrayRecord format with `{self.tfds.build_command(data_dir)}` (or convert it with "
+                       f"`tfds convert_format --dataset_version_dir={prepared[0].directory} "
+                       f"--out_file_format={tfds_source.ARRAY_RECORD}`) on a machine with TensorFlow")
+            if explicit:
+                raise DatasetNotFoundError(f"{self.title}: {message}.")
+            logging.warning("%s: %s; skipped.", self.title, message)
+            tried.append(message)
+            return None
+        tried.append(f"the TensorFlow Datasets data dir {data_dir} (no prepared {self.tfds.name})")
+        return None
+
     def locate(self, data_config) -> Located:
-        """The units of every part found: in ``data.path``, else the HF caches, else a download."""
+        """The units of every part found: in ``data.path``, else an ArrayRecord TensorFlow Datasets
+        copy, else the HF caches, else a download."""
         path = os.path.expanduser(str(getattr(data_config, "path", "") or ""))
         fix = f"--config.data.path=/path/to/{re.split(r'[/ ]', self.layout)[0]}"
         if path:
@@ -167,6 +202,10 @@ class Dataset:
                                            f"{self.layout}. Point {fix} at it.")
             return Located(parts, path if os.path.isdir(path) else os.path.dirname(path), "data.path")
         tried = ["data.path (unset)"]
+        if self.tfds is not None:
+            located = self._locate_tfds(data_config, tried)
+            if located is not None:
+                return located
         if self.hf is not None:
             parts, kind = {}, ""
             for part, hf_split in self.hf_parts.items():
@@ -190,6 +229,9 @@ class Dataset:
         raise DatasetNotFoundError(
             f"{self.title} was not found. Tried: {'; '.join(tried)}. Get a copy ({self.layout}) and set {fix}"
             + (", or set --config.data.allow_download=True" if self.url else "")
+            + (f"; or prepare it with TensorFlow Datasets on a machine with TensorFlow, `{self.tfds.build_command()}`, "
+               "and set --config.data.tfds_data_dir=DIR (default $TFDS_DATA_DIR or ~/tensorflow_datasets; read "
+               "without TensorFlow)" if self.tfds else "")
             + f"; or build the cache elsewhere with `python -m mdlm_jax.data prepare --dataset {self.name} "
               "--source DIR --out CACHE_DIR` and set data.cache_dir=CACHE_DIR.")
 
@@ -311,7 +353,10 @@ def _scientific(name: str, config: str, title: str) -> Dataset:
         layout=f"{config}-dataset/{{train,val,test}}.txt (JSON lines with 'article_text' or 'article')",
         hf=HFCache(("scientific_papers", "armanc___scientific_papers"), config, "scientific_papers",
                    "armanc/scientific_papers", "article"),
-        hf_parts={"train": "train", "validation": "validation", "test": "test"})
+        hf_parts={"train": "train", "validation": "validation", "test": "test"},
+        # tfds's article: article_text joined by newlines, as here.
+        tfds=TfdsName("scientific_papers", ("article",), {s: s for s in ("train", "validation", "test")},
+                      configs=(config,)))
 
 
 def _whole_parts(*names: str) -> Callable[..., dict[str, Selection]]:
@@ -338,7 +383,8 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
             # tfds / HF: every line stripped; test = all 50 heldout files (306,688 sentences).
             clean=str.strip,
             hf=HFCache(("lm1b",), "plain_text", "lm1b", "lm1b", "text"),
-            hf_parts={"train": "train", "test": "test"}),
+            hf_parts={"train": "train", "test": "test"},
+            tfds=TfdsName("lm1b", ("text",), {"train": "train", "test": "test"}, configs=("", "plain_text"))),
     Dataset("owt", "OpenWebText", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="none",
             eval_split="validation", splits=_owt_splits, find=_find_owt,
             layout="openwebtext/urlsf_subset*.xz (the extracted openwebtext.tar.xz), or a folder of .txt, "
@@ -369,6 +415,8 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
                                field="text", file_part="test"),
             layout="lambada/lambada_test.jsonl (OpenAI's, a 'text' field) or lambada_test_plain_text.txt",
             url="https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",
+            # Not tfds's `lambada`: that is the original plain-text release, not OpenAI's text the
+            # paper evaluates on.
             url_file="lambada_test.jsonl"),
     Dataset("ag_news", "AG News", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="wikitext+lm1b",
             eval_split="test", splits=_whole_parts("train", "test"),
@@ -377,7 +425,8 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
                                field="text"),
             layout="ag_news_csv/{train,test}.csv (class, title, description) or {train,test}.jsonl with 'text'",
             hf=HFCache(("ag_news", "fancyzhx___ag_news"), "default", "ag_news", "fancyzhx/ag_news", "text"),
-            hf_parts={"train": "train", "test": "test"}),
+            hf_parts={"train": "train", "test": "test"},
+            tfds=TfdsName("ag_news_subset", ("title", "description"), {"train": "train", "test": "test"})),
     _scientific("pubmed", "pubmed", "PubMed (scientific_papers)"),
     _scientific("arxiv", "arxiv", "arXiv (scientific_papers)"),
 ]}

@@ -1,4 +1,5 @@
-"""Raw on-disk formats: read documents out of line files, JSON lines, CSV, Parquet, Arrow, archives.
+"""Raw on-disk formats: read documents out of line files, JSON lines, CSV, Parquet, Arrow, archives,
+and the ArrayRecord shards of TensorFlow Datasets copies (``tfds_source``).
 
 A source is cut into ``Unit``s, pieces that can be read independently and in any process: a
 whole file, or a byte range of a line-per-record file. Reading the units in order gives the
@@ -28,7 +29,8 @@ class Unit(NamedTuple):
     """One independently readable piece of a source.
 
     ``kind`` names a reader in ``READERS``; ``start``/``stop`` bound a byte range for line-based
-    kinds (a record belongs to the unit where its first byte lies; stop -1 = end of file);
+    kinds (a record belongs to the unit where its first byte lies; stop -1 = end of file), or a
+    record range of one shard for ``tfds``;
     ``field`` is the record field that holds the text; ``size`` is in bytes, for progress bars.
     """
 
@@ -219,6 +221,13 @@ def read_zip_member(unit: Unit, stats: ReadStats) -> Iterator[str]:
     yield stats.decode(data)
 
 
+def read_tfds(unit: Unit, stats: ReadStats) -> Iterator[str]:
+    """Examples ``[start, stop)`` of one ArrayRecord shard of a TensorFlow Datasets copy (``tfds_source``)."""
+    from mdlm_jax.data import tfds_source  # pylint: disable=import-outside-toplevel
+
+    yield from tfds_source.read_tfds(unit, stats)
+
+
 READERS: dict[str, Callable[[Unit, ReadStats], Iterator[str]]] = {
     "lines": read_lines,
     "jsonl": read_jsonl,
@@ -228,6 +237,7 @@ READERS: dict[str, Callable[[Unit, ReadStats], Iterator[str]]] = {
     "arrow": read_arrow,
     "owt_subset": read_owt_subset,
     "zip_member": read_zip_member,
+    "tfds": read_tfds,
 }
 
 
