@@ -35,6 +35,14 @@ def _handler_registry():
     })
 
 
+def _partial_checkpointer():
+    """A checkpointer whose plain PyTree handler for "state" takes placeholders for subtrees to skip."""
+    registry = ocp.handlers.create_default_handler_registry(**{
+        STATE: ocp.PyTreeCheckpointHandler(), DATA: ocp.JsonCheckpointHandler(filename="data_state.json"),
+        CONFIG: ocp.JsonCheckpointHandler(filename="config.json")})
+    return ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=registry))
+
+
 class Checkpointer:
     """Saves and restores ``(state, data_state, config)`` under ``workdir/checkpoints``.
 
@@ -44,7 +52,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, max_to_keep: int | None = 3, keep_period: int | None = None,
                  save_interval_steps: int = 1, async_save: bool = True):
-        self.directory = epath.Path(workdir) / "checkpoints"
+        self.directory = _absolute(workdir) / "checkpoints"
         keep = [ocp.checkpoint_managers.LatestN(max_to_keep)]
         if keep_period:
             keep.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
@@ -154,9 +162,7 @@ def restore_params(path: str, abstract_params, *, use_ema: bool = True):
     """
     key = "ema_params" if use_ema else "params"
     target = _restore_target(abstract_params)
-    # A plain PyTree handler for "state": it takes placeholders for the subtrees to skip.
-    registry = ocp.handlers.create_default_handler_registry(**{STATE: ocp.PyTreeCheckpointHandler()})
-    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=registry))
+    checkpointer = _partial_checkpointer()
 
     def restore_one(step_dir):
         tree = checkpointer.metadata(step_dir).item_metadata[STATE].tree
@@ -191,10 +197,7 @@ def restore_numpy(path: str, keys=("ema_params",), *, step: int | None = None) -
             steps = sorted(int(d.name) for d in step_dirs if d.name.isdigit())
             raise FileNotFoundError(f"No checkpoint step {step} in {path} (steps: {steps})")
         step_dirs = found
-    registry = ocp.handlers.create_default_handler_registry(**{
-        STATE: ocp.PyTreeCheckpointHandler(), DATA: ocp.JsonCheckpointHandler(filename="data_state.json"),
-        CONFIG: ocp.JsonCheckpointHandler(filename="config.json")})
-    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=registry))
+    checkpointer = _partial_checkpointer()
 
     def restore_one(step_dir):
         tree = checkpointer.metadata(step_dir).item_metadata[STATE].tree
@@ -302,10 +305,16 @@ def _name(candidate) -> str:
     return candidate.name if isinstance(candidate, epath.Path) else str(candidate)
 
 
+def _absolute(path) -> epath.Path:
+    """Orbax refuses relative paths: resolve them against the working directory."""
+    path = epath.Path(path)
+    return path if path.is_absolute() else path.absolute()
+
+
 def _step_dirs(path, *, missing_ok: bool = False) -> list[epath.Path]:
     """The finalized step directories under a workdir, a checkpoints directory or one step
     directory, newest first."""
-    path = epath.Path(path)
+    path = _absolute(path)
     for root in (path / "checkpoints", path):
         if root.is_dir():
             found = [d for d in ocp.utils.checkpoint_steps_paths(root) if d.name.isdigit()]

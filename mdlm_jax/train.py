@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
@@ -63,7 +64,8 @@ def restore_or_init(s: Setup, ckpt: checkpoint.Checkpointer):
     if s.cfg.train.init_checkpoint:
         params = checkpoint.restore_params(s.cfg.train.init_checkpoint, s.abstract_state.params)
         logging.info("Initialised params from %s", s.cfg.train.init_checkpoint)
-        state = state.replace(params=params, ema_params=params,
+        # Separate buffers: the train step donates params and ema_params.
+        state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params),
                               opt_state=jax.jit(s.optimizer.init, out_shardings=s.shardings.opt_state)(params))
     return state, None
 

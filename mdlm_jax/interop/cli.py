@@ -1,0 +1,305 @@
+"""``python -m mdlm_jax.interop``: training checkpoints <-> the official MDLM file layouts.
+
+    python -m mdlm_jax.interop export --workdir DIR [--step N] [--ema | --no-ema] \\
+        --format lightning|state_dict|safetensors|hf --out OUT [--config configs/X.py] [--mask-id M]
+    python -m mdlm_jax.interop import --from PATH --config configs/X.py --workdir OUT \\
+        [--ema | --no-ema] [--config.a.b=v ...]
+
+``export`` reads one step of an orbax checkpoint written by training (default: the newest, EMA
+weights) as host numpy arrays, without an accelerator, and writes:
+
+* ``lightning``: an official-style Lightning ``.ckpt``: raw weights in ``state_dict``, the EMA in
+  ``ema.shadow_params`` (with ``--no-ema`` the raw weights fill both);
+* ``state_dict``: ``torch.save({name: tensor})`` with the official bare names (``.pt``);
+* ``safetensors``: one safetensors file with bare names (OUT, or OUT/model.safetensors when OUT
+  does not end in ``.safetensors``);
+* ``hf``: OUT/model.safetensors + OUT/config.json as in the ``kuleshov-group/mdlm-owt`` release.
+
+The model architecture comes from the config saved in the checkpoint (``--config`` replaces it)
+and the vocabulary size from the embedding. ``import`` reads any of these files (or the official
+release) and writes step 0 of a workdir, params and EMA both set to the imported weights and a
+fresh optimizer state, which ``python -m mdlm_jax.main --mode=eval|sample|train`` accepts, as does
+``--config.train.init_checkpoint=OUT`` for fine-tuning in another workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import flags
+from etils import epath
+from ml_collections import config_flags
+
+from mdlm_jax import checkpoint, config as config_lib, data, task as task_lib, train
+from mdlm_jax.interop import formats
+from mdlm_jax.interop.params import params_from_torch, params_to_torch
+from mdlm_jax.models import DiT
+
+FORMATS = ("lightning", "state_dict", "safetensors", "hf")
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+def _check_out(out: str, fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown format {fmt!r}; choose one of {list(FORMATS)}.")
+    if fmt in ("lightning", "state_dict") and not out.endswith(formats.TORCH_SUFFIXES):
+        raise ValueError(f"--out for {fmt} must end in one of {formats.TORCH_SUFFIXES} (so that it can be "
+                         f"read back); got {out!r}.")
+    if fmt == "hf" and os.path.isfile(out):
+        raise ValueError(f"--out for hf is a directory; {out!r} is a file.")
+
+
+def _listed(names: list, head: int = 8) -> str:
+    return str(names[:head])[:-1] + (f", ... ({len(names) - head} more)]" if len(names) > head else "]")
+
+
+def _check_tree(params, model: DiT, where: str) -> None:
+    """Raises ValueError naming missing / unexpected parameters and shapes that differ from ``model``'s."""
+    abstract = jax.eval_shape(lambda tokens, sigma: model.init(jax.random.key(0), tokens, sigma),
+                              jax.ShapeDtypeStruct((1, 2), np.int32), jax.ShapeDtypeStruct((1,), np.float32))
+    want = {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(x.shape)
+            for p, x in jax.tree_util.tree_leaves_with_path(nn.meta.unbox(abstract)["params"])}
+    have = {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(np.shape(x))
+            for p, x in jax.tree_util.tree_leaves_with_path(params)}
+    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    if missing or extra:
+        raise ValueError(f"{where} does not match the model config: missing parameters {_listed(missing)}, "
+                         f"unexpected parameters {_listed(extra)}.")
+    for name, shape in want.items():
+        if have[name] != shape:
+            raise ValueError(f"Parameter {name}: checkpoint shape {have[name]} does not match the config's {shape} "
+                             f"({where}).")
+
+
+def _merge(base: dict, saved: dict) -> dict:
+    return {**base, **{k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                       for k, v in saved.items()}}
+
+
+def _saved_config(saved: dict):
+    """The saved config dict over today's defaults: fields added since it was saved take defaults."""
+    return ml_collections.ConfigDict(_merge(config_lib.default_config().to_dict(), saved))
+
+
+def _model_from_config(cfg, vocab_size: int) -> DiT:
+    try:
+        return DiT(vocab_size=vocab_size, **config_lib.model_kwargs(cfg))
+    except (AttributeError, KeyError) as e:
+        raise ValueError(f"The config lacks a model field ({e}); pass --config.") from e
+
+
+def _hf_mask_id(cfg, vocab_size: int) -> int:
+    """The mask id from the config's tokenizer (SPEC section 1), checked against the vocabulary."""
+    try:
+        tokenizer_vocab, mask_id = data.model_vocab(data.tokenizer_for(cfg.data))
+    except (OSError, ValueError, ImportError) as e:
+        raise ValueError(f"The hf format records the mask id, and the tokenizer {cfg.data.tokenizer!r} could not "
+                         f"be loaded to find it ({e}); pass --mask-id.") from e
+    if tokenizer_vocab != vocab_size:
+        raise ValueError(f"The tokenizer {cfg.data.tokenizer!r} gives a vocabulary of {tokenizer_vocab} (mask id "
+                         f"{mask_id}) but the checkpoint's embedding has {vocab_size} rows; pass --mask-id.")
+    return mask_id
+
+
+def _write_safetensors(out: str, sd: dict, *, step: int, weights: str) -> str:
+    from safetensors.numpy import save_file
+
+    path = out if out.endswith(".safetensors") else os.path.join(out, formats.HF_WEIGHTS)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    save_file(sd, path, metadata={"format": "pt", "step": str(step), "weights": weights})
+    return path
+
+
+def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None = None, use_ema: bool = True,
+           cfg=None, mask_id: int | None = None) -> dict:
+    """Writes one step of the training checkpoint in ``workdir`` as ``fmt`` (see the module doc).
+
+    ``cfg``: a config replacing the one saved in the checkpoint; ``mask_id``: for ``hf``, instead
+    of the config's tokenizer. Returns a summary (step, weights, paths, tensors, bytes, seconds).
+    Raises FileNotFoundError (no workdir / step) or ValueError (unknown format, a checkpoint that
+    does not match the config, no config anywhere).
+    """
+    start = time.perf_counter()
+    _check_out(out, fmt)
+    weights_key = "ema_params" if use_ema else "params"
+    keys = ("params", "ema_params") if fmt == "lightning" and use_ema else (weights_key,)
+    arrays, saved_config, step = checkpoint.restore_numpy(workdir, keys, step=step)
+    if cfg is None:
+        if saved_config is None:
+            raise ValueError(f"Step {step} in {workdir} has no saved config; pass --config.")
+        cfg = _saved_config(saved_config)
+    embedding = arrays[keys[0]].get("vocab_embed") if isinstance(arrays[keys[0]], dict) else None
+    if embedding is None:
+        raise ValueError(f"Step {step} in {workdir} holds no DiT parameters (no 'vocab_embed').")
+    model = _model_from_config(cfg, int(embedding.shape[0]))
+    sds = {}
+    for key in keys:  # one tree converted (and freed) at a time
+        tree = arrays.pop(key)
+        _check_tree(tree, model, f"'{key}' of step {step} in {workdir}")
+        sds[key] = params_to_torch(tree, model)
+        del tree
+    sd = sds[weights_key]
+    written = [out]
+    if fmt == "lightning":
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        formats.save_lightning(out, sds["params"], model, ema_sd=sds.get("ema_params", sds["params"]), step=step)
+    elif fmt == "state_dict":
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        formats.save_state_dict(out, sd)
+    elif fmt == "safetensors":
+        written = [_write_safetensors(out, sd, step=step, weights="ema" if use_ema else "raw")]
+    else:
+        mask_id = _hf_mask_id(cfg, model.vocab_size) if mask_id is None else mask_id
+        formats.save_hf(out, sd, model, vocab_size=model.vocab_size, mask_id=mask_id, length=cfg.data.seq_len)
+        written = [os.path.join(out, formats.HF_WEIGHTS), os.path.join(out, formats.HF_CONFIG)]
+    return dict(format=fmt, step=step, weights="ema" if use_ema else "raw", paths=written, tensors=len(sd),
+                bytes=sum(os.path.getsize(p) for p in written), seconds=time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------------------------------- import
+
+
+def _check_vocab(sd: dict, meta: dict, s: train.Setup, source: str) -> None:
+    """The file's vocabulary (and, for hf, mask id and architecture) against the config's."""
+    vocab_size, mask_id, tokenizer = s.task.model.vocab_size, s.task.mask_id, s.cfg.data.tokenizer
+    embedding = sd.get("vocab_embed.embedding")
+    if embedding is not None and embedding.shape[0] != vocab_size:
+        raise ValueError(f"{source}: the checkpoint's vocabulary has {embedding.shape[0]} entries (mask included) "
+                         f"but the config's tokenizer {tokenizer!r} gives {vocab_size} (mask id {mask_id}): import "
+                         "with the data.tokenizer the model was trained with.")
+    hf = meta.get("hf_config")
+    if not hf:
+        return
+    if "mask_token_id" in hf and int(hf["mask_token_id"]) != mask_id:
+        raise ValueError(f"{source}: config.json has mask_token_id {hf['mask_token_id']} but the config's tokenizer "
+                         f"{tokenizer!r} puts the mask at {mask_id}.")
+    ours = config_lib.model_kwargs(s.cfg) | {"vocab_size": vocab_size}
+    differ = {k: (v, ours[k]) for k, v in meta["model_config"].items() if k in ours and k != "dropout" and v != ours[k]}
+    if differ:
+        fields = ", ".join(f"{k}: file {a}, config {b}" for k, (a, b) in sorted(differ.items()))
+        raise ValueError(f"{source}: config.json does not match the config ({fields}); set them with "
+                         "--config.model.<field>=<value>.")
+
+
+def _state_from_params(s: train.Setup, params) -> task_lib.TrainState:
+    """Step 0 with params = EMA = ``params``, a fresh optimizer state and the config's seed, in the
+    training shardings."""
+    want, have = jax.tree.structure(s.abstract_state.params), jax.tree.structure(params)
+    if want != have:
+        raise ValueError(f"The imported parameter tree {have} does not match the model's {want}.")
+    with jax.set_mesh(s.mesh):
+        params = jax.device_put(params, s.shardings.params)
+        opt_state = jax.jit(s.optimizer.init, out_shardings=s.shardings.opt_state)(params)
+        rng = jax.device_put(jax.random.key_data(jax.random.key(s.cfg.seed)), s.shardings.rng)
+        step = jax.device_put(np.zeros((), np.int32), s.shardings.step)
+    return task_lib.TrainState(step=step, params=params, opt_state=opt_state, ema_params=params, rng=rng)
+
+
+def import_checkpoint(source: str, cfg, workdir: str, *, use_ema: bool = True) -> dict:
+    """Writes step 0 of ``workdir`` from a file in any format ``formats.load_any`` reads.
+
+    ``cfg``: the experiment config (its tokenizer fixes the vocabulary and mask id); saved with the
+    step. ``use_ema``: take a Lightning file's EMA weights when it has them. Refuses a workdir that
+    already holds checkpoints. Returns a summary (format, weights, step, workdir, seconds).
+    """
+    start = time.perf_counter()
+    if _has_steps(workdir):
+        raise ValueError(f"{workdir} already holds checkpoints; import into a new workdir.")
+    s = train.setup(cfg)
+    sd, meta = formats.load_any(source, s.task.model, prefer_ema=use_ema)
+    _check_vocab(sd, meta, s, source)
+    params = params_from_torch(sd, s.task.model)
+    del sd
+    state = _state_from_params(s, params)
+    del params
+    ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+    try:
+        ckpt.save(0, state, data_state=None, config=cfg.to_dict(), force=True)
+    finally:
+        ckpt.close()
+    return dict(format=meta["format"], weights=meta["weights"], source=meta["path"], step=0, workdir=workdir,
+                seconds=time.perf_counter() - start)
+
+
+def _has_steps(workdir: str) -> bool:
+    directory = epath.Path(workdir) / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+
+def _load_config(path: str, overrides: list[str]):
+    """``--config=configs/X.py[:arg]`` with ``--config.a.b=v`` overrides, as ``main.py`` parses them."""
+    argv = ["mdlm_jax.interop", f"--config={path}", *overrides]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    try:
+        rest = values(argv)
+        cfg = values.config
+        cfg.to_dict()  # a config file that failed to load raises on first use
+    except (AttributeError, KeyError) as e:
+        raise ValueError(f"{' '.join(overrides)}: a field is not in the config ({e}).") from e
+    except (flags.Error, OSError, TypeError, SyntaxError) as e:
+        raise ValueError(f"--config {path}: {e}") from e
+    if len(rest) > 1:
+        raise ValueError(f"Unrecognized arguments: {rest[1:]}")
+    return cfg
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mdlm_jax.interop", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", required=True)
+    ex = commands.add_parser("export", help="a training checkpoint -> an official-layout file", allow_abbrev=False)
+    ex.add_argument("--workdir", required=True, help="the training workdir (or its checkpoints/ or a step directory)")
+    ex.add_argument("--step", type=int, default=None, help="default: the newest readable step")
+    ex.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
+    ex.add_argument("--out", required=True, help="a .ckpt / .pt file, a .safetensors file or a directory (hf)")
+    ex.add_argument("--config", default="", help="replaces the config saved in the checkpoint")
+    ex.add_argument("--mask-id", type=int, default=None, help="hf: the mask id, instead of the config's tokenizer's")
+    ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
+                    help="the EMA weights (default) or, with --no-ema, the raw params")
+    im = commands.add_parser("import", help="an official-layout file -> step 0 of a workdir", allow_abbrev=False)
+    im.add_argument("--from", dest="source", required=True,
+                    help="a .ckpt / .pt / .safetensors file or a Hugging Face directory")
+    im.add_argument("--config", required=True, help="configs/X.py[:quick]; --config.a.b=v overrides follow")
+    im.add_argument("--workdir", required=True, help="a new workdir for the checkpoint")
+    im.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
+                    help="a Lightning file's EMA weights (default) or, with --no-ema, its state_dict")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if rest and not args.config:
+            raise ValueError(f"Unrecognized arguments {rest} (--config.a.b=v overrides need --config).")
+        cfg = _load_config(args.config, rest) if args.config else None
+        if args.command == "export":
+            report: dict[str, Any] = export(args.workdir, args.out, fmt=args.format, step=args.step,
+                                            use_ema=args.ema, cfg=cfg, mask_id=args.mask_id)
+            print(f"Exported step {report['step']} ({report['weights']} weights) of {args.workdir} as {args.format}: "
+                  f"{', '.join(report['paths'])} ({report['tensors']} tensors, {report['bytes'] / 2**20:.1f} MiB, "
+                  f"{report['seconds']:.1f} s)")
+        else:
+            report = import_checkpoint(args.source, cfg, args.workdir, use_ema=args.ema)
+            print(f"Imported {report['source']} ({report['format']}, {report['weights']} weights) as step 0 of "
+                  f"{args.workdir} ({report['seconds']:.1f} s). Evaluate with: python -m mdlm_jax.main "
+                  f"--config={args.config} {' '.join(rest)} --workdir={args.workdir} --mode=eval")
+    except (OSError, ValueError, ImportError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
