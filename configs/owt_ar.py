@@ -4,6 +4,12 @@
         --config.data.cache_dir=/data/cache --config.data.tokenizer_path=/models/gpt2
 
 Same backbone, data and optimizer as configs/owt_mdlm.py with causal attention.
+
+Zero-shot (Table 3, exact PPL for AR): as in configs/owt_mdlm.py,
+
+    python -m mdlm_jax.main --config=configs/owt_ar.py --workdir=gs://BUCKET/owt_ar --mode=zero_shot \
+        --config.data.cache_dir=/data/cache --config.data.tokenizer_path=/models/gpt2 \
+        --config.eval.zero_shot_paths=ptb=/data/ptb,wikitext2=/data/wikitext-2-raw,lambada=/data/lambada
 """
 
 from mdlm_jax.config import apply_arg, default_config, set_model_size

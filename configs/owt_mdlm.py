@@ -13,10 +13,19 @@ encoder.json + vocab.bpe; mask token appended: V = 50,258), documents joined wit
 into 1,024-token blocks `[BOS] + 1,022 tokens + [EOS]`; the last 100,000 documents are the
 validation set. Small DiT, global batch 512, AdamW 3e-4, 2,500 warmup steps, EMA 0.9999, 1M steps.
 
-Zero-shot (Table 3): evaluate on another dataset with the same tokenizer and wrapping, e.g.
-`--mode=eval --config.data.source=wikitext103 --config.data.path=/data/wikitext-103-raw`; sources
-ptb, wikitext2, wikitext103, lm1b, lambada, ag_news, pubmed, arxiv, each with its official
-detokenizer and the paper's split.
+Zero-shot (Table 3): the checkpoint's EMA weights on PTB, WikiText, LM1B, LAMBADA, AG News, PubMed
+and arXiv (eval.zero_shot_sets), each with its official detokenizer and the paper's split, wrapped
+to 1,024 with the GPT-2 tokenizer; prints the table and writes DIR/zero_shot.json. A set without a
+path is looked up in the local HF caches; one not found is reported (with the flag that fixes it)
+and the others still run:
+
+    python -m mdlm_jax.main --config=configs/owt_mdlm.py --workdir=gs://BUCKET/owt_mdlm --mode=zero_shot \
+        --config.data.cache_dir=/data/cache --config.data.tokenizer_path=/models/gpt2 \
+        --config.eval.zero_shot_paths=ptb=/data/ptb,wikitext2=/data/wikitext-2-raw,lambada=/data/lambada
+
+One set as the evaluation split instead: `--mode=eval --config.data.source=wikitext103
+--config.data.path=/data/wikitext-103-raw` (sources ptb, wikitext2, wikitext103, lm1b, lambada,
+ag_news, pubmed, arxiv).
 """
 
 from mdlm_jax.config import apply_arg, default_config, set_model_size

@@ -32,7 +32,7 @@ def ratio_estimate(row_loss, row_tokens) -> tuple[float, float]:
     return float(r), float(se)
 
 
-def evaluate(s, state, *, step: int | None = None) -> dict:
+def evaluate(s, state, *, step: int | None = None, batches=None, name: str = "eval") -> dict:
     """PPL bound = exp(sum of per-token NELBO / number of tokens) over the validation split.
 
     Continuous time unless ``diffusion.num_steps`` > 0; ``eval.num_t`` independent time samples
@@ -40,20 +40,26 @@ def evaluate(s, state, *, step: int | None = None) -> dict:
     weights unless ``eval.use_ema`` is False; seed ``eval.seed`` so that bounds are comparable
     across checkpoints. For the AR model this is the exact NLL. Returns nelbo (nats/token) with its
     standard error, ppl, bpd, tokens.
+
+    ``batches``: a finite, re-iterable sequence (with ``len``) of this process's slices of global
+    batches ``{'input_ids', 'attention_mask'}`` of shape (eval.batch_size / processes, L); by default
+    ``data.make_eval_batches`` of ``cfg.data`` (zero-shot evaluation passes other datasets'). ``name``
+    labels the progress bar and log line.
     """
     cfg = s.cfg
     params = state.ema_params if cfg.eval.use_ema else state.params
     fn = _eval_fn(s)
     key = jax.random.key(cfg.eval.seed)
-    batches = data.make_eval_batches(cfg.data, global_batch_size=cfg.eval.batch_size,
-                                     process_index=jax.process_index(), process_count=jax.process_count())
+    if batches is None:
+        batches = data.make_eval_batches(cfg.data, global_batch_size=cfg.eval.batch_size,
+                                         process_index=jax.process_index(), process_count=jax.process_count())
     num_batches = len(batches) if cfg.eval.max_batches < 0 else min(len(batches), cfg.eval.max_batches)
     passes = 1 if s.task.is_ar else cfg.eval.num_t
     losses, tokens = [], None
     with jax.set_mesh(s.mesh):
         for r in range(passes):
             rows = []
-            for i, batch in enumerate(tqdm.tqdm(batches, total=num_batches, desc=f"eval pass {r + 1}/{passes}",
+            for i, batch in enumerate(tqdm.tqdm(batches, total=num_batches, desc=f"{name} pass {r + 1}/{passes}",
                                                 disable=jax.process_index() != 0, leave=False)):
                 if i >= num_batches:
                     break
@@ -65,7 +71,7 @@ def evaluate(s, state, *, step: int | None = None) -> dict:
     nelbo, se = ratio_estimate(np.mean(losses, axis=0), tokens)
     out = dict(nelbo=nelbo, nelbo_se=se, ppl=math.exp(nelbo), bpd=nelbo / math.log(2), tokens=float(tokens.sum()),
                sequences=int((tokens > 0).sum()), num_t=passes)
-    logging.info("eval%s: %s", f" at step {step}" if step is not None else "",
+    logging.info("%s%s: %s", name, f" at step {step}" if step is not None else "",
                  ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in out.items()))
     return out
 

@@ -1,4 +1,7 @@
-"""Entry point: ``python -m mdlm_jax.main --config=configs/X.py --workdir=DIR --mode=train|eval|sample``.
+"""Entry point: ``python -m mdlm_jax.main --config=configs/X.py --workdir=DIR --mode=train|eval|zero_shot|sample``.
+
+``zero_shot`` evaluates the workdir's checkpoint on ``eval.zero_shot_sets`` (the paper's Table 3;
+see ``mdlm_jax/zero_shot.py``), prints the table and writes ``zero_shot.json``.
 
 Config fields are overridden from the command line: ``--config.train.steps=100``.
 """
@@ -14,12 +17,12 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from mdlm_jax import checkpoint, evaluate, sample, train
+from mdlm_jax import checkpoint, evaluate, sample, train, zero_shot
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events, samples (local or gs://).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "zero_shot", "sample"], "What to run.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -63,6 +66,14 @@ def main(argv):
         if jax.process_index() == 0:
             path.write_text(json.dumps(dict(metrics, step=step), indent=2))
             logging.info("Wrote %s", path)
+    elif _MODE.value == "zero_shot":
+        try:
+            result = zero_shot.run(s, state, step=step, workdir=workdir)
+        except zero_shot.NoZeroShotData as e:
+            logging.error("%s", e)
+            sys.exit(1)
+        if jax.process_index() == 0:
+            print(result["report"], flush=True)
     else:
         sample.write_samples(s, state, epath.Path(workdir) / "samples" / f"step_{step}.jsonl")
 

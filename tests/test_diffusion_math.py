@@ -1,13 +1,12 @@
 """Math that can fail: schedules, weights, the NELBO estimator, time samplers, the sampler."""
 
-import itertools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import integrate, stats
+import tests_util
+from scipy import stats
 
 from mdlm_jax.diffusion import losses, process, sampling
 from mdlm_jax.diffusion.schedules import SCHEDULES, get_schedule
@@ -51,25 +50,8 @@ def test_loglinear_weight_is_exactly_one_over_t():
 
 
 def exact_nelbo_per_token(denoise, x0, sampling_eps=1e-3, eps=1e-3):
-    """E_t E_mask of the continuous-time loglinear NELBO by enumerating all 2^L masks.
-
-    The model ignores sigma (time_conditioning=False), so each mask pattern M contributes
-    sum_{l in M} -log p(x0_l | x^M) times I(|M|) = E_t[(1/t) mc^|M| (1 - mc)^(L - |M|)], t ~ U[eps_s, 1).
-    """
-    def weight_integral(k):
-        f = lambda t: (1 / t) * ((1 - eps) * t) ** k * (1 - (1 - eps) * t) ** (L - k)  # noqa: E731
-        return integrate.quad(f, sampling_eps, 1.0, epsabs=1e-13)[0] / (1 - sampling_eps)
-
-    total = 0.0
-    for pattern in itertools.product([0, 1], repeat=L):
-        m = np.array(pattern, bool)
-        if not m.any():
-            continue
-        xt = np.where(m, MASK, x0)[None]
-        lp = np.asarray(losses.subs_log_probs(denoise(jnp.asarray(xt), jnp.zeros(1)), jnp.asarray(xt), MASK))[0]
-        nll = -lp[np.arange(L), x0][m].sum()
-        total += nll * weight_integral(m.sum())
-    return total / L
+    """The exact continuous-time NELBO per token of x0 by enumeration (tests_util)."""
+    return tests_util.exact_nelbo_per_token(denoise, x0, MASK, sampling_eps=sampling_eps, eps=eps)
 
 
 @pytest.mark.parametrize("sampler", ["uniform", "antithetic"])
