@@ -1,7 +1,14 @@
 """Benchmarks that print tables: train-step throughput / MFU / memory, and sampler speed / NFEs.
 
     python -m mdlm_jax.bench train --size small --lengths 128,1024 --batch 8 [--vs-torch]
+    python -m mdlm_jax.bench train --remat none,block,dots_saveable --attention-impl xla,cudnn
     python -m mdlm_jax.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000
+
+``--remat`` and ``--attention-impl`` take comma-separated lists (``model.remat`` and
+``model.attention_impl``; '' or 'default' is jax's choice) and time every combination.
+``step_temp_gib`` is the compiled step's scratch memory (activations kept for the backward pass
+and temporaries), the number remat changes; ``peak_mem_gib`` is the device's peak so far in this
+process, so it never goes down between rows.
 
 Random weights (speed does not depend on them). Timings exclude compilation, which is reported
 separately; every timed call is synchronised with ``block_until_ready``.
@@ -43,10 +50,20 @@ def _peak_memory_gib() -> float | None:
     return None if peak is None else peak / 2**30
 
 
-def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, vocab: int) -> dict:
+def _temp_memory_gib(compiled) -> float | None:
+    try:
+        stats = compiled.memory_analysis()
+    except (NotImplementedError, RuntimeError):  # not every backend reports it
+        return None
+    temp = getattr(stats, "temp_size_in_bytes", None)
+    return None if temp is None else temp / 2**30
+
+
+def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, vocab: int, remat: str = "none",
+                attention_impl: str = "") -> dict:
     cfg = config_lib.default_config()
     config_lib.set_model_size(cfg, size)
-    cfg.model.dtype = dtype
+    cfg.model.update(dtype=dtype, remat=remat, attention_impl=attention_impl)
     cfg.train.batch_size = batch
     cfg.mesh.update(data=-1, fsdp=1, tensor=1)
     mesh = parallel.make_mesh(cfg.mesh)
@@ -63,6 +80,7 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
     with jax.set_mesh(mesh):
         data = parallel.make_global_batch(batch_np, parallel.batch_sharding(mesh))
         start = time.perf_counter()
+        step = step.lower(state, data).compile()
         state, _ = jax.block_until_ready(step(state, data))
         compile_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -74,10 +92,10 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
     flop_per_token = flops.train_flops_per_token(n_blocks=task.model.n_blocks, hidden_size=task.model.hidden_size,
                                                  mlp_ratio=task.model.mlp_ratio, vocab_size=vocab, seq_len=length)
     peak = flops.peak_flops(jax.devices()[0])
-    return dict(size=size, L=length, batch=batch, dtype=dtype, tokens_per_s=tokens_per_s,
-                gflop_per_token=flop_per_token / 1e9,
+    return dict(size=size, L=length, batch=batch, dtype=dtype, remat=remat, attention=attention_impl or "default",
+                tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
                 mfu=None if peak is None else tokens_per_s * flop_per_token / (peak * jax.device_count()),
-                peak_mem_gib=_peak_memory_gib(), compile_s=compile_s)
+                step_temp_gib=_temp_memory_gib(step), peak_mem_gib=_peak_memory_gib(), compile_s=compile_s)
 
 
 def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int) -> float:
@@ -113,9 +131,9 @@ def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int
 
 
 def bench_sample(size: str, length: int, batch: int, num_steps: int, predictor: str, dtype: str,
-                 vocab: int) -> dict:
+                 vocab: int, attention_impl: str = "") -> dict:
     kwargs = dict(config_lib.MODEL_SIZES[size], cond_dim=128, dropout=0.0)
-    model = DiT(vocab_size=vocab, dtype=jnp.dtype(dtype), **kwargs)
+    model = DiT(vocab_size=vocab, dtype=jnp.dtype(dtype), attention_impl=attention_impl or None, **kwargs)
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, length), jnp.int32), jnp.zeros((1,)))["params"]
     params = jax.tree_util.tree_map(lambda p: getattr(p, "value", p), params,
                                     is_leaf=lambda p: hasattr(p, "value"))
@@ -131,7 +149,7 @@ def bench_sample(size: str, length: int, batch: int, num_steps: int, predictor: 
                                                   mask_id=vocab - 1, num_steps=num_steps, predictor=predictor))
     compile_s, seconds, out = _timed(fn, params, jax.random.key(2), repeats=1)
     return dict(size=size, L=length, T=num_steps if predictor != "first_hitting" else "-", predictor=predictor,
-                batch=batch, nfe=int(out.nfe), samples_per_s=batch / seconds,
+                attention=attention_impl or "default", batch=batch, nfe=int(out.nfe), samples_per_s=batch / seconds,
                 tokens_per_s=batch * length / seconds, compile_s=compile_s)
 
 
@@ -165,24 +183,38 @@ def main(argv=None) -> None:
     parser.add_argument("--num-steps", default="128,1000,10000", help="sampler T values")
     parser.add_argument("--predictors", default="ddpm,ddpm_cache,first_hitting")
     parser.add_argument("--vs-torch", action="store_true", help="also time the PyTorch DiT (train)")
+    parser.add_argument("--remat", default="none", help="model.remat values, comma-separated (train)")
+    parser.add_argument("--attention-impl", default="",
+                        help="model.attention_impl values, comma-separated; '' or 'default': jax's choice")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
+    remats = args.remat.split(",")
+    attention_impls = ["" if a == "default" else a for a in args.attention_impl.split(",")]
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), "
           f"jax {jax.__version__}, python {platform.python_version()}")
     rows = []
     if args.what == "train":
         for length in lengths:
-            row = bench_train(args.size, length, args.batch, args.dtype, args.steps, args.vocab)
-            if args.vs_torch:
-                row["torch_tokens_per_s"] = bench_torch_train(args.size, length, args.batch, args.steps, args.vocab)
-                row["jax_over_torch"] = row["tokens_per_s"] / row["torch_tokens_per_s"]
-            rows.append(row)
+            torch_tokens_per_s = None
+            for remat in remats:
+                for attention_impl in attention_impls:
+                    row = bench_train(args.size, length, args.batch, args.dtype, args.steps, args.vocab,
+                                      remat, attention_impl)
+                    if args.vs_torch:
+                        if torch_tokens_per_s is None:
+                            torch_tokens_per_s = bench_torch_train(args.size, length, args.batch, args.steps,
+                                                                   args.vocab)
+                        row["torch_tokens_per_s"] = torch_tokens_per_s
+                        row["jax_over_torch"] = row["tokens_per_s"] / torch_tokens_per_s
+                    rows.append(row)
     else:
         for length in lengths:
             for predictor in args.predictors.split(","):
                 steps = [0] if predictor == "first_hitting" else [int(t) for t in args.num_steps.split(",")]
                 for t in steps:
-                    rows.append(bench_sample(args.size, length, args.batch, t, predictor, args.dtype, args.vocab))
+                    for attention_impl in attention_impls:
+                        rows.append(bench_sample(args.size, length, args.batch, t, predictor, args.dtype,
+                                                 args.vocab, attention_impl))
     print_table(rows)
 
 

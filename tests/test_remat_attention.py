@@ -1,0 +1,138 @@
+"""Rematerialisation and the attention kernel change memory and speed, never parameters or numbers."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from test_sharded_step import assert_same, run_steps, small_config
+
+from mdlm_jax import task as task_lib
+from mdlm_jax.models import DiT
+from mdlm_jax.models.dit import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES, resolve_attention_impl
+
+VOCAB, LENGTH = 37, 16
+TINY = dict(vocab_size=VOCAB, hidden_size=32, cond_dim=16, n_blocks=2, n_heads=4)  # head_dim 8
+TOKENS = np.random.default_rng(0).integers(0, VOCAB, (2, LENGTH)).astype(np.int32)
+SIGMA = np.array([0.3, 1.2], np.float32)
+
+
+def random_params(model, seed=0):
+    """Normal(0, 0.3) weights in the model's tree (not its init: the zero-initialised output layer
+    and adaLN would make every logit 0 and most gradients vanish). Host RNG: nothing to compile."""
+    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(1), TOKENS, SIGMA)["params"])
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda a: (0.3 * rng.standard_normal(a.shape)).astype(np.float32), shapes)
+
+
+def loss_fn(model):
+    def loss(params):  # dropout on: remat must replay the same masks in the backward pass
+        logits = model.apply({"params": params}, TOKENS, SIGMA, train=True, rngs={"dropout": jax.random.key(2)})
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+    return loss
+
+
+def axes_and_shapes(boxed):
+    return jax.tree_util.tree_map(lambda a: (a.value.shape, a.names) if hasattr(a, "names") else a.shape,
+                                  boxed, is_leaf=lambda a: hasattr(a, "names"))
+
+
+def checkpoint_policies(fn, *args):
+    """The policies of the checkpoint (remat) equations in fn's jaxpr, nested jaxprs included."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in ("checkpoint", "remat", "remat2"):  # the name varies by jax version
+                found.append(eqn.params["policy"])
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else [value]:
+                    sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                    if hasattr(sub, "eqns"):
+                        walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["mdlm", "ar"])
+def test_remat_keeps_params_loss_and_gradients(causal):
+    """Eager value_and_grad (cheap to compile); the jitted train step is checked below."""
+    reference = DiT(**TINY, dropout=0.1, causal=causal)
+    ref_boxed = jax.eval_shape(reference.init, jax.random.key(1), TOKENS, SIGMA)
+    params = random_params(reference)
+    ref_loss, ref_grads = jax.value_and_grad(loss_fn(reference))(params)
+    assert checkpoint_policies(loss_fn(reference), params) == []
+    for name in ("block", "dots_saveable"):
+        model = DiT(**TINY, dropout=0.1, causal=causal, remat=name)
+        # Same tree, names, shapes and logical axes (interop and sharding read them); the init
+        # values are compared by the train-step test, which starts both runs from model.init.
+        boxed = jax.eval_shape(model.init, jax.random.key(1), TOKENS, SIGMA)
+        assert jax.tree_util.tree_structure(boxed) == jax.tree_util.tree_structure(ref_boxed)
+        assert axes_and_shapes(boxed) == axes_and_shapes(ref_boxed)
+        assert sorted(boxed["params"]) == sorted(["vocab_embed", "blocks_0", "blocks_1", "output_layer"]
+                                                 + ([] if causal else ["sigma_map"]))
+        # The policy really is in the graph, once per block.
+        assert checkpoint_policies(loss_fn(model), params) == [REMAT_POLICIES[name]] * TINY["n_blocks"]
+        loss, grads = jax.value_and_grad(loss_fn(model))(params)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, atol=1e-6)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), grads, ref_grads)
+
+
+def test_train_step_with_block_remat_matches_none():
+    cfg = small_config("subs")
+    cfg.model.update(n_blocks=1, dropout=0.1)
+    reference = run_steps(cfg)
+    cfg.model.remat = "block"
+    assert task_lib.make_task(cfg, 61, 60).model.remat == "block"
+    assert_same(run_steps(cfg), reference, tol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("impl", [i for i in ATTENTION_IMPLEMENTATIONS if i != "xla"], ids=str)
+def test_attention_impl_matches_xla(impl, dtype, tol):
+    """Logits against XLA's attention, relative to the largest logit. bfloat16: 1e-2 of it is one to
+    three bf16 ulps (the final matmul rounds to bf16), about as close as two kernels that accumulate
+    in different orders can agree; 1e-3 would be below one ulp."""
+    params = random_params(DiT(**TINY))
+
+    def logits(impl, causal):  # eager: the implementations share most op compilations
+        model = DiT(**TINY, dropout=0.0, causal=causal, dtype=dtype, attention_impl=impl)
+        return np.asarray(model.apply({"params": params}, TOKENS, SIGMA))
+
+    for causal in (False, True):
+        reference = logits("xla", causal)
+        scale = np.abs(reference).max()
+        assert scale > 0.1
+        try:
+            out = logits(impl, causal)
+        except (RuntimeError, NotImplementedError) as e:  # jax has no such kernel for this backend / dtype
+            if resolve_attention_impl(impl, dtype, TINY["hidden_size"] // TINY["n_heads"]) != "cudnn":
+                raise
+            pytest.skip(f"{impl} on {jax.default_backend()} in {jnp.dtype(dtype).name}: {e}")
+        np.testing.assert_allclose(out, reference, rtol=0, atol=tol * scale, err_msg=f"causal={causal}")
+
+
+def test_auto_attention_resolution():
+    assert resolve_attention_impl("auto", jnp.bfloat16, 64, on_cuda=True) == "cudnn"
+    assert resolve_attention_impl("auto", jnp.float16, 128, on_cuda=True) == "cudnn"
+    assert resolve_attention_impl("auto", jnp.float32, 64, on_cuda=True) == "xla"  # cuDNN has no fp32 kernel
+    assert resolve_attention_impl("auto", jnp.bfloat16, 12, on_cuda=True) == "xla"  # head_dim % 8
+    assert resolve_attention_impl("auto", jnp.bfloat16, 160, on_cuda=True) == "xla"
+    assert resolve_attention_impl("auto", jnp.bfloat16, 64, on_cuda=False) == "xla"
+    for impl in (None, "xla", "cudnn"):
+        assert resolve_attention_impl(impl, jnp.bfloat16, 64, on_cuda=True) == impl
+    if jax.default_backend() != "gpu":
+        assert resolve_attention_impl("auto", jnp.bfloat16, 64) == "xla"
+
+
+def test_unknown_values_fail_with_the_choices():
+    with pytest.raises(ValueError, match=r"Unknown remat 'full'.*'none', 'block', 'dots_saveable'"):
+        DiT(**TINY, remat="full")
+    with pytest.raises(ValueError, match=r"Unknown attention_impl 'flash'.*'xla', 'cudnn'"):
+        DiT(**TINY, attention_impl="flash")
+    cfg = small_config("ar")
+    cfg.model.remat = "everything"
+    with pytest.raises(ValueError, match="Unknown remat 'everything'"):
+        task_lib.make_task(cfg, 61, 60)
