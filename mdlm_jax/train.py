@@ -7,7 +7,6 @@ import functools
 import logging
 import math
 import signal
-import time
 from typing import Any
 
 import jax

