@@ -151,3 +151,21 @@ def test_float32_noise_reproduces_the_official_gumbel_cap():
     assert float(jnp.min(exact)) > 0
     with pytest.raises(ValueError, match="noise"):
         sampling.categorical_noise("float16", jax.random.key(1), (2,))
+
+
+def test_unmask_step_draws_the_ancestral_step_distribution():
+    """unmask_step (two stages, noise only when something unmasks) against the closed form of
+    q(x_s | x_t): P(stay masked) = mc_s / mc_t, P(v) = (1 - mc_s / mc_t) p_v; the carried token stays."""
+    p = jnp.asarray([0.5, 0.3, 0.15, 0.05, 0.0])  # the last entry is the mask
+    mask, n = 4, 2**16
+    x = jnp.asarray([[mask, 2]])
+    p_x0 = jnp.stack([p, jax.nn.one_hot(2, 5)])[None]
+    mc_t, mc_s = jnp.asarray([0.5]), jnp.asarray([0.3])
+    draws = jax.jit(jax.vmap(lambda k: sampling.unmask_step(x, p_x0, mc_t, mc_s, k, mask)))(
+        jax.random.split(jax.random.key(3), n))
+    assert np.all(np.asarray(draws[:, 0, 1]) == 2)
+    counts = np.bincount(np.asarray(draws[:, 0, 0]), minlength=5)
+    expected = np.append(0.4 * np.asarray(p[:4]), 0.6) * n
+    assert counts[3] > 0 and stats.chisquare(counts, expected).pvalue > 1e-3, (counts, expected)
+    nothing = sampling.unmask_step(x, p_x0, mc_t, mc_t, jax.random.key(0), mask)  # mc_s = mc_t: no move
+    np.testing.assert_array_equal(nothing, x)

@@ -93,6 +93,25 @@ def reverse_step(x, p_x0, mc_t, mc_s, mask_id: int, noise):
     return jnp.where(x != mask_id, x, sampled.astype(x.dtype)), q
 
 
+def unmask_step(x, p_x0, mc_t, mc_s, rng, mask_id: int):
+    """One ancestral step drawn in two stages, in the same distribution as ``reverse_step``: each
+    masked position races "unmask" (weight mc_t - mc_s) against "stay masked" (weight mc_s), and
+    only if some position unmasks is a token drawn from p_x0 (sum 1 over real tokens). At T >> L
+    most steps unmask nothing and skip the (B, L, V) categorical noise.
+
+    Shapes: x (B, L) int, p_x0 (B, L, V), mc_t / mc_s (B,) -> x_next (B, L).
+    """
+    k_move, k_token = jax.random.split(rng)
+    race = exponential_noise(k_move, x.shape + (2,))
+    unmask = (x == mask_id) & ((mc_t - mc_s)[:, None] * race[..., 1] > mc_s[:, None] * race[..., 0])
+
+    def draw(x):
+        token = sample_categorical(p_x0, exponential_noise(k_token, p_x0.shape))
+        return jnp.where(unmask, token.astype(x.dtype), x)
+
+    return jax.lax.cond(unmask.any(), draw, lambda x: x, x)
+
+
 def nucleus(log_probs, top_p: float):
     """Top-p filtering: keeps the smallest set of most likely entries whose mass reaches top_p.
 
@@ -129,7 +148,8 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
     that ignores sigma) uses mc(t) = t and reuses p(x_0 | x_t) while x did not change, so most
     steps at T >> L call no network. ``noise_removal`` replaces the masks left at t = eps by
     argmax p(x_0 | x_t). ``temperature`` and ``top_p`` reshape p(x_0 | x_t) (see ``shaped_probs``);
-    ``noise`` picks the categorical noise (``categorical_noise``). ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
+    ``noise`` picks the categorical noise (``categorical_noise``): 'exact' steps with
+    ``unmask_step``, 'float32' with the official one-race ``reverse_step``. ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
     Shapes: x_init (B, L) int -> SampleOutput.
     """
     check_choice(predictor, PREDICTORS, "predictor")
@@ -161,8 +181,11 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
             nfe = nfe + jnp.where(valid, 0, 1)
             mc_t, mc_s = tb, tb - dt
             cache = p_x0
-        race = categorical_noise(noise, jax.random.fold_in(rng, i), x.shape + (p_x0.shape[-1],))
-        x_next, _ = reverse_step(x, p_x0, mc_t, mc_s, mask_id, race)
+        if noise == "exact":
+            x_next = unmask_step(x, p_x0, mc_t, mc_s, jax.random.fold_in(rng, i), mask_id)
+        else:  # the official one-race step, to reproduce its float32 noise exactly
+            race = categorical_noise(noise, jax.random.fold_in(rng, i), x.shape + (p_x0.shape[-1],))
+            x_next, _ = reverse_step(x, p_x0, mc_t, mc_s, mask_id, race)
         reveal = jnp.where(x_next != x, i + 1, reveal)
         return x_next, cache, jnp.all(x_next == x), nfe, reveal
 
