@@ -38,8 +38,7 @@ def _data_config(args) -> object:
 def _split_stats(cfg, part: str, tokenizer) -> dict:
     """Blocks and dropped tokens of every split cut from ``part`` under the configured packing."""
     dataset = DATASETS[cfg.source]
-    arrays = cache.open_part(cache.part_dir(cfg.cache_dir, dataset.name, tokenizer.name,
-                                            pipeline.detokenizer_for(cfg, dataset), part))
+    arrays = cache.open_part(pipeline.part_directory(cfg, tokenizer, part))
     out = {}
     for split, selection in dataset.splits(cfg).items():
         if selection.part != part:
@@ -92,9 +91,10 @@ def merge(args) -> dict:
     parts = args.part or sorted({s.part for s in dataset.splits(cfg).values()})
     report = {}
     for part in parts:
-        directory = cache.part_dir(cfg.cache_dir, dataset.name, tokenizer.name, detok, part)
-        if cache.load_dir(directory) is not None:
-            meta = cache.load_dir(directory).meta
+        directory = pipeline.part_directory(cfg, tokenizer, part)
+        built = cache.load_dir(directory)
+        if built is not None:
+            meta = built.meta
         elif cache.shard_status(directory)[0]:
             meta = cache.merge_shards(directory)
         else:

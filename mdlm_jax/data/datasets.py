@@ -332,7 +332,7 @@ def _wikitext(name: str, dirname: str, title: str, hf_config: str) -> Dataset:
              for part, stem in (("train", "train"), ("validation", "valid"), ("test", "test"))}
     return Dataset(
         name, title, tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="wikitext",
-        eval_split="validation", splits=lambda cfg: {s: Selection(s) for s in ("train", "validation", "test")},
+        eval_split="validation", splits=_whole_parts("train", "validation", "test"),
         find=_files_finder("lines", (dirname + "-raw", dirname), files),
         layout=f"{dirname}-raw/wiki.{{train,valid,test}}.raw (or the .tokens files of {dirname}/)",
         # HF rows: a line as is, newline kept; a blank line becomes "" and still adds an EOS.
@@ -346,7 +346,7 @@ def _scientific(name: str, config: str, title: str) -> Dataset:
              "test": ("test.txt", "test.jsonl")}
     return Dataset(
         name, title, tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="wikitext+lm1b",
-        eval_split="validation", splits=lambda cfg: {s: Selection(s) for s in ("train", "validation", "test")},
+        eval_split="validation", splits=_whole_parts("train", "validation", "test"),
         # Cohan et al.'s release: JSON lines with 'article_text' (a list of paragraphs, joined
         # by newlines as the HF loader does); converted copies carry 'article'.
         find=_files_finder("jsonl", (f"{config}-dataset",), files, field="article|article_text"),

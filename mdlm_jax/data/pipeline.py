@@ -23,7 +23,7 @@ import numpy as np
 
 from mdlm_jax.data import cache, sources
 from mdlm_jax.data.datasets import DATASETS, Dataset, DatasetNotFoundError, Selection
-from mdlm_jax.data.detokenizers import DETOKENIZERS
+from mdlm_jax.data.detokenizers import get_detokenizer
 # The packings are re-exported: pipeline.make_blocks and friends are part of its API.
 from mdlm_jax.data.packing import PACKINGS, Batch, Blocks, ChunkBlocks, PadBlocks, WrapBlocks, make_blocks  # noqa: F401
 from mdlm_jax.data.tokenizers import Tokenizer, get_tokenizer, model_vocab, reads_files
@@ -89,8 +89,7 @@ def dataset_for(data_config) -> Dataset | None:
 def detokenizer_for(data_config, dataset: Dataset) -> str:
     """``data.detokenizer``, or the dataset's official one when it is empty."""
     name = _field(data_config, "detokenizer", "") or dataset.detokenizer
-    if name not in DETOKENIZERS:
-        raise ValueError(f"Unknown detokenizer {name!r}; choose one of {sorted(DETOKENIZERS)}.")
+    get_detokenizer(name)  # raises for an unknown name
     return name
 
 
@@ -102,20 +101,31 @@ def eval_split_for(data_config) -> str:
     return _field(data_config, "eval_split", "") or default
 
 
+def part_directory(data_config, tokenizer: Tokenizer, part: str) -> str:
+    """The cache directory of one part of the paper dataset ``data.source``."""
+    dataset = dataset_for(data_config)
+    return cache.part_dir(cache_dir_for(data_config), dataset.name, tokenizer.name,
+                          detokenizer_for(data_config, dataset), part)
+
+
 def prepare_part(data_config, part: str, *, tokenizer: Tokenizer | None = None, shard: int = 0,
                  num_shards: int = 1, progress: bool = False) -> dict:
     """Builds (or finds) the cache of one part of a paper dataset, or shard ``shard`` of it; returns
     its meta.json. Raises if the cache exists but was built from other source files."""
+    return _prepare(data_config, part, tokenizer or tokenizer_for(data_config), shard, num_shards, progress)[1]
+
+
+def _prepare(data_config, part: str, tokenizer: Tokenizer, shard: int, num_shards: int, progress: bool):
+    """``prepare_part``'s work: (the cached arrays when they were already there, else None; meta)."""
     dataset = dataset_for(data_config)
-    tokenizer = tokenizer or tokenizer_for(data_config)
     detok = detokenizer_for(data_config, dataset)
-    directory = cache.part_dir(cache_dir_for(data_config), dataset.name, tokenizer.name, detok, part)
+    directory = part_directory(data_config, tokenizer, part)
     try:
         located = dataset.locate(data_config)
     except DatasetNotFoundError:
         arrays = cache.open_part(directory)
         if arrays is not None:  # prepared elsewhere; the raw files need not be on this host
-            return arrays.meta
+            return arrays, arrays.meta
         raise
     if part not in located.parts:
         raise DatasetNotFoundError(f"{dataset.title}: {located.origin} ({located.root}) has no files for the "
@@ -131,13 +141,13 @@ def prepare_part(data_config, part: str, *, tokenizer: Tokenizer | None = None, 
             raise ValueError(f"The cache {directory} was built from other {dataset.title} files "
                              f"({existing.meta.get('source_root')}) than {located.root}; delete it or set "
                              "data.cache_dir elsewhere.")
-        return existing.meta
+        return existing, existing.meta
     logging.info("Preparing %s/%s from %s (%s) into %s", dataset.name, part, located.root, located.origin, directory)
     meta = dict(dataset=dataset.name, part=part, detokenizer=detok, source_root=located.root,
                 origin=located.origin, source_files=source)
-    return cache.build_part(units, directory, tokenizer=tokenizer, detokenize=DETOKENIZERS[detok],
-                            clean=dataset.clean, keep_empty=dataset.keep_empty, meta=meta, shard=shard,
-                            num_shards=num_shards, progress=progress)
+    return None, cache.build_part(units, directory, tokenizer=tokenizer, detokenize=get_detokenizer(detok),
+                                  clean=dataset.clean, keep_empty=dataset.keep_empty, meta=meta, shard=shard,
+                                  num_shards=num_shards, progress=progress)
 
 
 def select(tokens: np.ndarray, offsets: np.ndarray, selection: Selection, *,
@@ -163,10 +173,9 @@ def prepared_split(data_config, split: str, *, tokenizer: Tokenizer | None = Non
     dataset = dataset_for(data_config)
     tokenizer = tokenizer or tokenizer_for(data_config)
     selection = dataset.selection(data_config, split)
-    prepare_part(data_config, selection.part, tokenizer=tokenizer)
-    directory = cache.part_dir(cache_dir_for(data_config), dataset.name, tokenizer.name,
-                               detokenizer_for(data_config, dataset), selection.part)
-    arrays = cache.open_part(directory)
+    arrays, _ = _prepare(data_config, selection.part, tokenizer, 0, 1, False)
+    if arrays is None:  # just built
+        arrays = cache.open_part(part_directory(data_config, tokenizer, selection.part))
     return select(arrays.tokens, arrays.offsets, selection, what=f"The {split!r} split of {dataset.title}")
 
 
@@ -230,13 +239,15 @@ def cached_tokens(documents: list[str], tokenizer: Tokenizer, *, cache_dir: str,
     return np.load(tokens_path, mmap_mode="r"), np.load(offsets_path)
 
 
-def build_blocks(data_config, split: str, *, corpus: sources.Corpus | None = None) -> Blocks:
+def build_blocks(data_config, split: str, *, corpus: sources.Corpus | None = None,
+                 tokenizer: Tokenizer | None = None) -> Blocks:
     """The blocks of one split: load (or reuse ``corpus``), split, tokenize with the cache, pack.
 
     For a paper dataset (``data.source`` in DATASETS) the split is one of the dataset's own
     ('train', 'validation', 'test') and its part is prepared into the cache on first use.
+    ``tokenizer`` saves loading ``data.tokenizer`` again.
     """
-    tokenizer = tokenizer_for(data_config)
+    tokenizer = tokenizer or tokenizer_for(data_config)
     if dataset_for(data_config) is not None:
         tokens, offsets = prepared_split(data_config, split, tokenizer=tokenizer)
     else:
@@ -284,7 +295,7 @@ def describe(data_config) -> dict:
         splits = [(split, {}) for split in names]
         out["eval_split"] = eval_split_for(data_config)
     for split, kwargs in splits:
-        for key, value in build_blocks(data_config, split, **kwargs).stats().items():
+        for key, value in build_blocks(data_config, split, tokenizer=tokenizer, **kwargs).stats().items():
             out[f"{split}/{key}"] = value
     return out
 
