@@ -21,7 +21,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from jax.experimental import multihost_utils
+
+from mdlm_jax import parallel
 
 STATE, DATA, CONFIG = "state", "data_state", "config"
 _MAX_ERROR_CHARS = 400  # tensorstore errors quote whole specs; the head says what broke
@@ -271,13 +272,6 @@ def _restore_target(abstract):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract)
 
 
-def _all_processes_ok(ok: bool) -> bool:
-    """Whether every process succeeded: hosts read different shards, so one may fail alone."""
-    if jax.process_count() == 1:
-        return ok
-    return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
-
-
 def _newest_restorable(candidates: list, restore_one: Callable[[Any], Any], where, *, agree: bool = True):
     """Tries ``restore_one`` on the candidates (steps or step dirs) newest first; returns
     ``(candidate, result, newer candidates that failed)`` for the first one that succeeds."""
@@ -289,7 +283,7 @@ def _newest_restorable(candidates: list, restore_one: Callable[[Any], Any], wher
             raise  # read from metadata every process sees alike: no other step will differ
         except Exception as e:  # corruption shows as ValueError, KeyError, JSONDecodeError or a bare Exception
             result, error = None, e
-        ok = _all_processes_ok(error is None) if agree else error is None
+        ok = parallel.all_processes_ok(error is None) if agree else error is None
         if ok:
             return candidate, result, [c for c, _ in failed]
         why = f"{type(error).__name__}: {str(error)[:_MAX_ERROR_CHARS]}" if error else "failed on another process"

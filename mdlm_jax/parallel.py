@@ -14,6 +14,7 @@ import os
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -149,3 +150,10 @@ def check_batch_size(global_batch: int, mesh: Mesh, microbatches: int = 1) -> No
 def make_global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
     """Each process's rows (contiguous, in process order) -> global jax arrays of the whole batch."""
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+
+
+def all_processes_ok(ok: bool) -> bool:
+    """Whether ``ok`` holds on every process (hosts read different files, so one may fail alone)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(np.all(multihost_utils.process_allgather(np.array([ok], np.int32))))

@@ -28,11 +28,9 @@ import re
 
 import jax
 import ml_collections
-import numpy as np
 from etils import epath
-from jax.experimental import multihost_utils
 
-from mdlm_jax import data, evaluate
+from mdlm_jax import data, evaluate, parallel
 
 # The paper's column order. WikiText-2 and WikiText-103 share their validation (and test) set, so
 # both stand for the paper's single "WikiText" column.
@@ -119,13 +117,6 @@ def _in_zero_shot_terms(message: str, name: str) -> str:
             .replace("data.path", f"eval.zero_shot_paths[{name}]"))
 
 
-def _all_hosts_ok(ok: bool) -> bool:
-    """True when every process found the set (a set read on some hosts only is skipped by all)."""
-    if jax.process_count() == 1:
-        return ok
-    return bool(np.all(multihost_utils.process_allgather(np.array([ok], np.int32))))
-
-
 def run(s, state, *, step: int | None = None, workdir: str | None = None) -> dict:
     """Evaluates ``state`` on every set of ``eval.zero_shot_sets``; returns the results
     (``sets``: per set its status 'ok' with evaluate's metrics, or 'missing' / 'error' with the
@@ -153,7 +144,7 @@ def run(s, state, *, step: int | None = None, workdir: str | None = None) -> dic
             status, reason = "missing", _in_zero_shot_terms(str(e), name)
         except (ValueError, OSError) as e:
             status, reason = "error", f"{type(e).__name__}: {_in_zero_shot_terms(str(e), name)}"
-        if not _all_hosts_ok(status == "ok"):
+        if not parallel.all_processes_ok(status == "ok"):
             status, reason = status if status != "ok" else "missing", reason or "not readable on every host"
         if status != "ok":
             fix = _fix_flag(name)

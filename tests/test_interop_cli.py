@@ -105,7 +105,7 @@ def test_lightning_file_holds_raw_params_and_ema(trained):
 
 
 def test_training_resumes_from_the_imported_workdir(trained, evaluated):
-    root, *_ = trained
+    root, _, _, arrays, _ = trained
     imported = root / "imported_to_train"
     assert run("import", "--from", export(trained, "safetensors", name="to_train"), "--config", CONFIG,
                *overrides(root), "--workdir", imported) == 0
@@ -116,6 +116,7 @@ def test_training_resumes_from_the_imported_workdir(trained, evaluated):
     finally:
         ckpt.close()
     assert int(state.step) == 0 and data_state is None  # a fresh data iterator
+    assert_trees_equal(jax.device_get(state.params), arrays["ema_params"])  # restored, not a fresh init
 
 
 def test_fine_tuning_from_an_imported_checkpoint_trains(trained):
@@ -127,6 +128,14 @@ def test_fine_tuning_from_an_imported_checkpoint_trains(trained):
     tuned = cfg.copy_and_resolve_references()
     tuned.train.init_checkpoint = str(imported)
     work = root / "finetuned"
+    s = train.setup(tuned)
+    ckpt = checkpoint.Checkpointer(str(work))
+    try:
+        state, _ = train.restore_or_init(s, ckpt)  # the empty workdir falls to init_checkpoint
+    finally:
+        ckpt.close()
+    assert_trees_equal(jax.device_get(state.params), arrays["ema_params"])
+    assert_trees_equal(jax.device_get(state.ema_params), arrays["ema_params"])
     train.train_and_evaluate(tuned, str(work))
     got, _, step = checkpoint.restore_numpy(str(work), ("params",))
     assert step == cfg.train.steps
