@@ -30,7 +30,6 @@ import sys
 import time
 from typing import Any
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -40,7 +39,7 @@ from ml_collections import config_flags
 
 from mdlm_jax import checkpoint, config as config_lib, data, task as task_lib, train
 from mdlm_jax.interop import formats
-from mdlm_jax.interop.params import params_from_torch, params_to_torch
+from mdlm_jax.interop.params import check_params, params_from_torch, params_to_torch
 from mdlm_jax.models import DiT
 
 FORMATS = ("lightning", "state_dict", "safetensors", "hf")
@@ -57,28 +56,6 @@ def _check_out(out: str, fmt: str) -> None:
                          f"read back); got {out!r}.")
     if fmt == "hf" and os.path.isfile(out):
         raise ValueError(f"--out for hf is a directory; {out!r} is a file.")
-
-
-def _listed(names: list, head: int = 8) -> str:
-    return str(names[:head])[:-1] + (f", ... ({len(names) - head} more)]" if len(names) > head else "]")
-
-
-def _check_tree(params, model: DiT, where: str) -> None:
-    """Raises ValueError naming missing / unexpected parameters and shapes that differ from ``model``'s."""
-    abstract = jax.eval_shape(lambda tokens, sigma: model.init(jax.random.key(0), tokens, sigma),
-                              jax.ShapeDtypeStruct((1, 2), np.int32), jax.ShapeDtypeStruct((1,), np.float32))
-    want = {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(x.shape)
-            for p, x in jax.tree_util.tree_leaves_with_path(nn.meta.unbox(abstract)["params"])}
-    have = {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(np.shape(x))
-            for p, x in jax.tree_util.tree_leaves_with_path(params)}
-    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
-    if missing or extra:
-        raise ValueError(f"{where} does not match the model config: missing parameters {_listed(missing)}, "
-                         f"unexpected parameters {_listed(extra)}.")
-    for name, shape in want.items():
-        if have[name] != shape:
-            raise ValueError(f"Parameter {name}: checkpoint shape {have[name]} does not match the config's {shape} "
-                             f"({where}).")
 
 
 def _merge(base: dict, saved: dict) -> dict:
@@ -145,7 +122,7 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
     sds = {}
     for key in keys:  # one tree converted (and freed) at a time
         tree = arrays.pop(key)
-        _check_tree(tree, model, f"'{key}' of step {step} in {workdir}")
+        check_params(tree, model, f"'{key}' of step {step} in {workdir}")
         sds[key] = params_to_torch(tree, model)
         del tree
     sd = sds[weights_key]

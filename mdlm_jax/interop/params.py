@@ -125,7 +125,7 @@ def params_from_torch(state_dict: Mapping[str, Any], model_config) -> dict:
     if ROTARY_BUFFER in sd and not np.allclose(sd[ROTARY_BUFFER], rotary_inv_freq(dim // heads), rtol=1e-5):
         raise ValueError(f"{ROTARY_BUFFER} does not match head_dim {dim // heads}: the checkpoint "
                          "uses another rotary base or head count.")
-    _check_shapes(params, model_config)
+    check_params(params, model_config)
     return params
 
 
@@ -146,8 +146,13 @@ def params_to_torch(params: Mapping, model_config, *, include_buffers: bool = Tr
     return out
 
 
-def _check_shapes(params: Mapping, model_config) -> None:
-    """Compares against the shapes the config implies; names the first mismatching parameter."""
+def _listed(names: list, head: int = 8) -> str:
+    return str(names[:head])[:-1] + (f", ... ({len(names) - head} more)]" if len(names) > head else "]")
+
+
+def check_params(params: Mapping, model_config, where: str = "") -> None:
+    """Raises ValueError naming missing / unexpected parameters, or the first parameter whose shape
+    differs from what the config implies. ``where`` (e.g. the checkpoint step) goes in the message."""
     if isinstance(model_config, DiT):
         model = model_config
     else:
@@ -155,11 +160,18 @@ def _check_shapes(params: Mapping, model_config) -> None:
         model = DiT(**{k: _field(model_config, k) for k in names})
     abstract = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 2), np.int32),
                               jax.ShapeDtypeStruct((1,), np.float32))
-    want = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract)["params"])[0]
-    have = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-    for path, leaf in want:
-        got = have.get(path)
-        if got is not None and tuple(got.shape) != tuple(leaf.shape):
-            name = "/".join(str(getattr(k, "key", k)) for k in path)
-            raise ValueError(f"Parameter {name}: checkpoint shape {tuple(got.shape)} does not match "
-                             f"the config's {tuple(leaf.shape)}.")
+
+    def shapes(tree):
+        return {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(np.shape(x))
+                for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+    want, have = shapes(nn.meta.unbox(abstract)["params"]), shapes(params)
+    suffix = f" ({where})" if where else ""
+    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    if missing or extra:
+        raise ValueError(f"The parameters do not match the model config{suffix}: missing {_listed(missing)}, "
+                         f"unexpected {_listed(extra)}.")
+    for name, shape in want.items():
+        if have[name] != shape:
+            raise ValueError(f"Parameter {name}: checkpoint shape {have[name]} does not match the config's "
+                             f"{shape}{suffix}.")
