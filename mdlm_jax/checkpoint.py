@@ -166,14 +166,11 @@ def restore_params(path: str, abstract_params, *, use_ema: bool = True):
     checkpointer = _partial_checkpointer()
 
     def restore_one(step_dir):
-        tree = checkpointer.metadata(step_dir).item_metadata[STATE].tree
-        if key not in tree:
-            raise _NotInCheckpoint(f"The checkpoint {step_dir} has no '{key}' in its state (it holds {sorted(tree)}).")
-        _check_same_arrays(tree[key], target, f"{step_dir} '{key}'")
-        skip = jax.tree.map(lambda _: ocp.PLACEHOLDER, tree)
-        args = ocp.args.PyTreeRestore(item=skip | {key: target},
-                                      restore_args=skip | {key: ocp.checkpoint_utils.construct_restore_args(target)})
-        return checkpointer.restore(step_dir, args=ocp.args.Composite(**{STATE: args}))
+        def args(saved):
+            _check_same_arrays(saved, target, f"{step_dir} '{key}'")
+            return target, ocp.checkpoint_utils.construct_restore_args(target)
+
+        return _restore_entries(checkpointer, step_dir, (key,), args)
 
     try:
         _, restored, _ = _newest_restorable(_step_dirs(path), restore_one, path)
@@ -200,21 +197,11 @@ def restore_numpy(path: str, keys=("ema_params",), *, step: int | None = None) -
         step_dirs = found
     checkpointer = _partial_checkpointer()
 
+    def as_numpy(saved):
+        return saved, jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray, dtype=m.dtype), saved)
+
     def restore_one(step_dir):
-        tree = checkpointer.metadata(step_dir).item_metadata[STATE].tree
-        missing = [k for k in keys if k not in tree]
-        if missing:
-            raise _NotInCheckpoint(f"The checkpoint {step_dir} has no {missing} in its state "
-                                   f"(it holds {sorted(tree)}).")
-        item = jax.tree.map(lambda _: ocp.PLACEHOLDER, tree)
-        restore_args = dict(item)
-        for k in keys:
-            item[k] = tree[k]
-            restore_args[k] = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray, dtype=m.dtype), tree[k])
-        items = {STATE: ocp.args.PyTreeRestore(item=item, restore_args=restore_args)}
-        names = {d.name for d in step_dir.iterdir()}
-        items.update({name: ocp.args.JsonRestore() for name in (DATA, CONFIG) if name in names})
-        return checkpointer.restore(step_dir, args=ocp.args.Composite(**items))
+        return _restore_entries(checkpointer, step_dir, keys, as_numpy, json_items=(DATA, CONFIG))
 
     try:
         step_dir, restored, _ = _newest_restorable(step_dirs, restore_one, path, agree=False)
@@ -222,6 +209,25 @@ def restore_numpy(path: str, keys=("ema_params",), *, step: int | None = None) -
         checkpointer.close()
     config = restored[CONFIG] if CONFIG in restored.keys() else None
     return {k: restored[STATE][k] for k in keys}, config, int(step_dir.name) if step_dir.name.isdigit() else -1
+
+
+def _restore_entries(checkpointer, step_dir, keys, make_args: Callable, json_items=()):
+    """Restores only the state entries ``keys`` of one step (placeholders skip the rest), plus the
+    JSON items named in ``json_items`` that the step has. ``make_args(saved metadata tree) ->
+    (item, restore_args)`` for each key."""
+    tree = checkpointer.metadata(step_dir).item_metadata[STATE].tree
+    missing = [k for k in keys if k not in tree]
+    if missing:
+        raise _NotInCheckpoint(f"The checkpoint {step_dir} has no {', '.join(map(repr, missing))} in its state "
+                               f"(it holds {sorted(tree)}).")
+    item = jax.tree.map(lambda _: ocp.PLACEHOLDER, tree)
+    restore_args = dict(item)
+    for k in keys:
+        item[k], restore_args[k] = make_args(tree[k])
+    items = {STATE: ocp.args.PyTreeRestore(item=item, restore_args=restore_args)}
+    names = {d.name for d in step_dir.iterdir()}
+    items.update({name: ocp.args.JsonRestore() for name in json_items if name in names})
+    return checkpointer.restore(step_dir, args=ocp.args.Composite(**items))
 
 
 def _check_same_arrays(saved, target, where):
