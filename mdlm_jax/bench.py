@@ -68,6 +68,7 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
     cfg.train.batch_size = batch
     cfg.mesh.update(data=-1, fsdp=1, tensor=1)
     mesh = parallel.make_mesh(cfg.mesh)
+    parallel.check_batch_size(batch, mesh)
     task = task_lib.make_task(cfg, vocab, vocab - 1)
     optimizer = optim.make_optimizer(cfg.optim)
     _, shardings = task_lib.state_shardings(task, optimizer, mesh, length)
