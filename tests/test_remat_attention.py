@@ -10,7 +10,9 @@ from test_sharded_step import assert_same, run_steps, small_config
 
 from mdlm_jax import task as task_lib
 from mdlm_jax.models import DiT
-from mdlm_jax.models.dit import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES, resolve_attention_impl
+from mdlm_jax import parallel
+from mdlm_jax.models.attention import ATTENTION_IMPLEMENTATIONS, resolve_attention_impl
+from mdlm_jax.models.dit import REMAT_POLICIES
 
 VOCAB, LENGTH = 37, 16
 TINY = dict(vocab_size=VOCAB, hidden_size=32, cond_dim=16, n_blocks=2, n_heads=4)  # head_dim 8
@@ -90,7 +92,7 @@ def test_train_step_with_block_remat_matches_none():
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)], ids=["float32", "bfloat16"])
-@pytest.mark.parametrize("impl", [i for i in ATTENTION_IMPLEMENTATIONS if i != "xla"], ids=str)
+@pytest.mark.parametrize("impl", [i for i in ATTENTION_IMPLEMENTATIONS if i not in ("xla", "splash")], ids=str)
 def test_attention_impl_matches_xla(impl, dtype, tol):
     """Logits against XLA's attention, relative to the largest logit. bfloat16: 1e-2 of it is one to
     three bf16 ulps (the final matmul rounds to bf16), about as close as two kernels that accumulate
@@ -109,24 +111,82 @@ def test_attention_impl_matches_xla(impl, dtype, tol):
             out = logits(impl, causal)
         except (RuntimeError, NotImplementedError) as e:  # jax has no such kernel for this backend / dtype
             # Only where cuDNN flash attention cannot run; a failure on a capable GPU is a failure.
-            capable = resolve_attention_impl("auto", dtype, TINY["hidden_size"] // TINY["n_heads"]) == "cudnn"
+            capable = resolve_attention_impl("auto", dtype, TINY["hidden_size"] // TINY["n_heads"], LENGTH) == "cudnn"
             if impl != "cudnn" or capable:
                 raise
             pytest.skip(f"{impl} on {jax.default_backend()} in {jnp.dtype(dtype).name}: {e}")
         np.testing.assert_allclose(out, reference, rtol=0, atol=tol * scale, err_msg=f"causal={causal}")
 
 
+SPLASH_LENGTH = 384  # blocks of gcd(384, 512) = 128: a 3 x 3 grid, with partial blocks when causal
+SPLASH_TOKENS = np.random.default_rng(1).integers(0, VOCAB, (2, SPLASH_LENGTH)).astype(np.int32)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)], ids=["float32", "bfloat16"])
+def test_splash_matches_xla(dtype, tol):
+    """The Pallas TPU splash kernel (interpret mode off TPU: the same kernel code, run by the Pallas
+    interpreter) gives XLA's logits and, in float32, its gradients; tolerances as above."""
+    params = random_params(DiT(**TINY))
+
+    def model(impl, causal):
+        return DiT(**TINY, dropout=0.0, causal=causal, dtype=dtype, attention_impl=impl)
+
+    def loss(impl, causal):
+        def fn(params):
+            logits = model(impl, causal).apply({"params": params}, SPLASH_TOKENS, SIGMA)
+            return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+        return fn
+
+    for causal in (False, True):
+        # Both jitted: XLA:CPU keeps some bfloat16 intermediates in float32 under jit, not eagerly.
+        reference, out = (np.asarray(jax.jit(model(impl, causal).apply)({"params": params}, SPLASH_TOKENS, SIGMA))
+                          for impl in ("xla", "splash"))
+        scale = np.abs(reference).max()
+        np.testing.assert_allclose(out, reference, rtol=0, atol=tol * scale, err_msg=f"causal={causal}")
+        if dtype == jnp.float32:
+            ref_grads = jax.grad(loss("xla", causal))(params)
+            grads = jax.jit(jax.grad(loss("splash", causal)))(params)
+            jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                                   grads, ref_grads)
+
+
+def test_splash_under_a_mesh_runs_per_shard():
+    """Under jax.set_mesh the kernel runs in shard_map (batch over data x fsdp, heads over tensor),
+    and the sharded logits equal the single-device ones."""
+    params = random_params(DiT(**TINY))
+    model = DiT(**TINY, dropout=0.0, attention_impl="splash")
+    reference = np.asarray(model.apply({"params": params}, SPLASH_TOKENS, SIGMA))
+    mesh = parallel.make_mesh(small_config(mesh=(2, 1, 4)).mesh)
+    apply = jax.jit(model.apply)
+    with jax.set_mesh(mesh):
+        tokens = jax.device_put(SPLASH_TOKENS, parallel.batch_sharding(mesh))
+        assert "shard_map" in str(jax.make_jaxpr(apply)({"params": params}, tokens, SIGMA))
+        out = np.asarray(apply({"params": params}, tokens, SIGMA))
+    np.testing.assert_allclose(out, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+
+
+def test_splash_names_a_length_it_cannot_take():
+    model = DiT(**TINY, attention_impl="splash")
+    with pytest.raises(ValueError, match=r"multiple of 128; got L=16"):
+        model.apply({"params": random_params(model)}, TOKENS, SIGMA)
+
+
 def test_auto_attention_resolution():
-    assert resolve_attention_impl("auto", jnp.bfloat16, 64, on_cuda=True) == "cudnn"
-    assert resolve_attention_impl("auto", jnp.float16, 128, on_cuda=True) == "cudnn"
-    assert resolve_attention_impl("auto", jnp.float32, 64, on_cuda=True) == "xla"  # cuDNN has no fp32 kernel
-    assert resolve_attention_impl("auto", jnp.bfloat16, 12, on_cuda=True) == "xla"  # head_dim % 8
-    assert resolve_attention_impl("auto", jnp.bfloat16, 160, on_cuda=True) == "xla"
-    assert resolve_attention_impl("auto", jnp.bfloat16, 64, on_cuda=False) == "xla"
-    for impl in (None, "xla", "cudnn"):
-        assert resolve_attention_impl(impl, jnp.bfloat16, 64, on_cuda=True) == impl
-    if jax.default_backend() != "gpu":
-        assert resolve_attention_impl("auto", jnp.bfloat16, 64) == "xla"
+    def auto(dtype, head_dim, platform, length=1024):
+        return resolve_attention_impl("auto", dtype, head_dim, length, platform=platform)
+
+    assert auto(jnp.bfloat16, 64, "cuda") == "cudnn"
+    assert auto(jnp.float16, 128, "cuda") == "cudnn"
+    assert auto(jnp.float32, 64, "cuda") == "xla"  # cuDNN has no fp32 kernel
+    assert auto(jnp.bfloat16, 12, "cuda") == "xla"  # head_dim % 8
+    assert auto(jnp.bfloat16, 160, "cuda") == "xla"
+    assert auto(jnp.bfloat16, 64, "other") == "xla"
+    assert auto(jnp.float32, 64, "tpu") == "splash"
+    assert auto(jnp.bfloat16, 64, "tpu", length=100) == "xla"  # splash needs L % 128 == 0
+    for impl in (None, "xla", "cudnn", "splash"):
+        assert resolve_attention_impl(impl, jnp.bfloat16, 64, 1024, platform="cuda") == impl
+    if jax.default_backend() == "cpu":
+        assert resolve_attention_impl("auto", jnp.bfloat16, 64, 1024) == "xla"
 
 
 def test_unknown_values_fail_with_the_choices():

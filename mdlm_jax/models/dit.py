@@ -12,16 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mdlm_jax.models import layers
+from mdlm_jax.models import attention, layers
 from mdlm_jax.models.layers import Dense, LayerNorm, modulate, partitioned
 from mdlm_jax.validation import check_token_ids
-
-# ``None`` (config ''): jax.nn.dot_product_attention chooses, which in jax 0.10 is always XLA's
-# einsum-softmax-einsum, on every platform. 'cudnn' forces cuDNN flash attention (CUDA GPUs from
-# Ampere on, bf16 / fp16, head_dim a multiple of 8 up to 128, or 256 on Hopper; jax raises
-# otherwise). 'auto' takes cuDNN where those conditions hold and XLA everywhere else (see
-# ``resolve_attention_impl``).
-ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn", "auto")
 
 # Rematerialisation of each block in the backward pass: 'none' keeps every activation; 'block'
 # keeps only each block's input (least memory, about one extra forward); 'dots_saveable' keeps the
@@ -32,35 +25,6 @@ REMAT_POLICIES = {
     "block": jax.checkpoint_policies.nothing_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-
-
-def _on_cuda_ampere_or_later() -> bool:
-    """Whether the default backend is a CUDA GPU (not ROCm: no cuDNN) of compute capability >= 8.0."""
-    if jax.default_backend() != "gpu":
-        return False
-    try:
-        from jax.extend import backend
-        if "cuda" not in backend.get_backend().platform_version.lower():
-            return False
-        major = jax.devices()[0].compute_capability.split(".")[0]
-        return int(major) >= 8
-    except (ImportError, AttributeError, ValueError):  # an API move: take the path that works everywhere
-        return False
-
-
-def resolve_attention_impl(implementation: Optional[str], dtype, head_dim: int,
-                           on_cuda: Optional[bool] = None) -> Optional[str]:
-    """The ``implementation`` argument of ``jax.nn.dot_product_attention`` for a config value.
-
-    Only 'auto' is resolved: to 'cudnn' on a CUDA GPU from Ampere on when the dtype is bfloat16 /
-    float16 and head_dim is a multiple of 8 up to 128 (cuDNN flash attention's range on all those
-    GPUs), else to 'xla'. ``on_cuda`` overrides the platform check (tests).
-    """
-    if implementation != "auto":
-        return implementation
-    on_cuda = _on_cuda_ampere_or_later() if on_cuda is None else on_cuda
-    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-    return "cudnn" if on_cuda and half and head_dim % 8 == 0 and head_dim <= 128 else "xla"
 
 
 class TimestepEmbedder(nn.Module):
@@ -94,8 +58,7 @@ class Attention(nn.Module):
         qkv = jnp.einsum("bld,dthk->tblhk", x.astype(self.dtype), w_qkv.astype(self.dtype))
         q = layers.apply_rotary(qkv[0], cos, sin)
         k = layers.apply_rotary(qkv[1], cos, sin)
-        impl = resolve_attention_impl(self.implementation, q.dtype, head_dim)
-        out = jax.nn.dot_product_attention(q, k, qkv[2], is_causal=self.causal, implementation=impl)
+        out = attention.dot_product_attention(q, k, qkv[2], self.causal, self.implementation)
         w_out = self.param("attn_out", partitioned(layers.torch_linear_init(dim),
                                                    ("heads", "kv", "embed")),
                            (self.n_heads, head_dim, dim))
@@ -179,8 +142,8 @@ class DiT(nn.Module):
     With ``time_conditioning=False`` sigma is zeroed, not removed: the conditioning vector is the
     constant ``silu(MLP(freq(0)))`` and adaLN stays active, exactly as the official code.
     ``dtype`` is the compute dtype of matmuls; params are always float32; LayerNorm, the residual
-    stream and logits are float32. ``attention_impl`` is one of ``ATTENTION_IMPLEMENTATIONS`` and
-    ``remat`` a key of ``REMAT_POLICIES``; neither changes the parameters or (beyond kernel
+    stream and logits are float32. ``attention_impl`` is one of ``attention.ATTENTION_IMPLEMENTATIONS``;
+    ``remat`` is a key of ``REMAT_POLICIES``; neither changes the parameters or (beyond kernel
     rounding) the numbers.
     """
 
@@ -202,9 +165,9 @@ class DiT(nn.Module):
             raise ValueError(f"n_heads ({self.n_heads}) must divide hidden_size ({self.hidden_size}).")
         if (self.hidden_size // self.n_heads) % 2:
             raise ValueError(f"head_dim ({self.hidden_size // self.n_heads}) must be even for rotary.")
-        if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+        if self.attention_impl not in attention.ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; "
-                             f"choose one of {ATTENTION_IMPLEMENTATIONS}.")
+                             f"choose one of {attention.ATTENTION_IMPLEMENTATIONS}.")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"Unknown remat {self.remat!r}; choose one of {tuple(REMAT_POLICIES)}.")
         super().__post_init__()
