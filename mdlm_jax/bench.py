@@ -1,11 +1,12 @@
 """Benchmarks that print tables: train-step throughput / MFU / memory, and sampler speed / NFEs.
 
     python -m mdlm_jax.bench train --size small --lengths 128,1024 --batch 8 [--vs-torch]
-    python -m mdlm_jax.bench train --remat none,block,dots_saveable --attention-impl xla,cudnn
+    python -m mdlm_jax.bench train --remat none,block,dots_saveable --attention-impl xla,cudnn --loss-chunk 0,256
     python -m mdlm_jax.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000
 
-``--remat`` and ``--attention-impl`` take comma-separated lists (``model.remat`` and
-``model.attention_impl``; '' or 'default' is jax's choice) and time every combination.
+``--remat``, ``--attention-impl`` and ``--loss-chunk`` take comma-separated lists (``model.remat``,
+``model.attention_impl``, where '' or 'default' is jax's choice, and ``model.loss_chunk``) and time
+every combination.
 ``step_temp_gib`` is the compiled step's scratch memory (activations kept for the backward pass
 and temporaries), the number remat changes; ``peak_mem_gib`` is the device's peak so far in this
 process, so it never goes down between rows.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import platform
 import time
 
@@ -61,10 +63,10 @@ def _temp_memory_gib(compiled) -> float | None:
 
 
 def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, vocab: int, remat: str = "none",
-                attention_impl: str = "") -> dict:
+                attention_impl: str = "", loss_chunk: int = 0) -> dict:
     cfg = config_lib.default_config()
     config_lib.set_model_size(cfg, size)
-    cfg.model.update(dtype=dtype, remat=remat, attention_impl=attention_impl)
+    cfg.model.update(dtype=dtype, remat=remat, attention_impl=attention_impl, loss_chunk=loss_chunk)
     cfg.train.batch_size = batch
     cfg.mesh.update(data=-1, fsdp=1, tensor=1)
     mesh = parallel.make_mesh(cfg.mesh)
@@ -95,7 +97,7 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
                                                  mlp_ratio=task.model.mlp_ratio, vocab_size=vocab, seq_len=length)
     peak = flops.peak_flops(jax.devices()[0])
     return dict(size=size, L=length, batch=batch, dtype=dtype, remat=remat, attention=attention_impl or "default",
-                tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
+                loss_chunk=loss_chunk, tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
                 mfu=None if peak is None else tokens_per_s * flop_per_token / (peak * jax.device_count()),
                 step_temp_gib=_temp_memory_gib(step), peak_mem_gib=_peak_memory_gib(), compile_s=compile_s)
 
@@ -195,9 +197,11 @@ def main(argv=None) -> None:
     parser.add_argument("--remat", default="none", help="model.remat values, comma-separated (train)")
     parser.add_argument("--attention-impl", default="",
                         help="model.attention_impl values, comma-separated; '' or 'default': jax's choice")
+    parser.add_argument("--loss-chunk", default="0", help="model.loss_chunk values, comma-separated (train)")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
     remats = args.remat.split(",")
+    loss_chunks = [int(c) for c in args.loss_chunk.split(",")]
     attention_impls = ["" if a == "default" else a for a in args.attention_impl.split(",")]
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), "
           f"jax {jax.__version__}, python {platform.python_version()}")
@@ -205,17 +209,16 @@ def main(argv=None) -> None:
     if args.what == "train":
         for length in lengths:
             torch_tokens_per_s = None
-            for remat in remats:
-                for attention_impl in attention_impls:
-                    row = bench_train(args.size, length, args.batch, args.dtype, args.steps, args.vocab,
-                                      remat, attention_impl)
-                    if args.vs_torch:
-                        if torch_tokens_per_s is None:
-                            torch_tokens_per_s = bench_torch_train(args.size, length, args.batch, args.steps,
-                                                                   args.vocab)
-                        row["torch_tokens_per_s"] = torch_tokens_per_s
-                        row["jax_over_torch"] = row["tokens_per_s"] / torch_tokens_per_s
-                    rows.append(row)
+            for remat, attention_impl, chunk in itertools.product(remats, attention_impls, loss_chunks):
+                row = bench_train(args.size, length, args.batch, args.dtype, args.steps, args.vocab,
+                                  remat, attention_impl, chunk)
+                if args.vs_torch:
+                    if torch_tokens_per_s is None:
+                        torch_tokens_per_s = bench_torch_train(args.size, length, args.batch, args.steps,
+                                                               args.vocab)
+                    row["torch_tokens_per_s"] = torch_tokens_per_s
+                    row["jax_over_torch"] = row["tokens_per_s"] / torch_tokens_per_s
+                rows.append(row)
     else:
         for length in lengths:
             for predictor in args.predictors.split(","):

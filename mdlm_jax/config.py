@@ -34,6 +34,10 @@ def default_config() -> ml_collections.ConfigDict:
         # what the backward pass recomputes per block: 'none'; 'block' (keep only block inputs, least
         # memory); 'dots_saveable' (keep the weight matmuls, recompute attention scores: long L)
         remat="none",
+        # > 0: fuse the output layer with the cross-entropy over this many positions at a time, so
+        # (B, L, V) float32 logits and their gradient never exist whole (1.6 GB each at B=8, L=1024
+        # with GPT-2's vocabulary); 0 computes the full logits. Same numbers up to float rounding.
+        loss_chunk=0,
     ))
 
     c.diffusion = ml_collections.ConfigDict(dict(

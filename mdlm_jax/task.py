@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from mdlm_jax import config as config_lib, optim, parallel
 from mdlm_jax.diffusion import losses
 from mdlm_jax.diffusion.schedules import NoiseSchedule, get_schedule
-from mdlm_jax.models import DiT
+from mdlm_jax.models import DiT, layers
 
 _SOBOL_STREAM = 0x5B01  # the Sobol shift key is fixed for the run so the sequence continues
 
@@ -57,15 +57,13 @@ def make_task(cfg, vocab_size: int, mask_id: int) -> Task:
     if cfg.diffusion.parameterization not in ("subs", "ar"):
         raise ValueError(f"Unknown diffusion.parameterization {cfg.diffusion.parameterization!r}; "
                          "choose 'subs' or 'ar'.")
+    if not (isinstance(cfg.model.loss_chunk, int) and cfg.model.loss_chunk >= 0):
+        raise ValueError(f"model.loss_chunk must be an integer >= 0 (0 = unfused logits), got "
+                         f"{cfg.model.loss_chunk!r}.")
     model = DiT(vocab_size=vocab_size, dtype=jnp.dtype(cfg.model.dtype),
                 attention_impl=cfg.model.attention_impl or None, **config_lib.model_kwargs(cfg))
     schedule = get_schedule(cfg.diffusion.schedule, **dict(cfg.diffusion.schedule_params))
     return Task(model, mask_id, schedule, cfg)
-
-
-def _logits(task: Task, params, tokens, sigma, *, train: bool, rng=None):
-    rngs = {"dropout": rng} if train else {}
-    return task.model.apply({"params": params}, tokens, None if task.is_ar else sigma, train=train, rngs=rngs)
 
 
 def prepare(task: Task, batch: dict, rng, sobol_rng, sobol_offset=0) -> dict:
@@ -82,13 +80,34 @@ def prepare(task: Task, batch: dict, rng, sobol_rng, sobol_offset=0) -> dict:
     return dict(x0=x0, am=am, xt=c.xt, sigma=c.sigma, weight=c.weight)
 
 
+def _target_nll(task: Task, params, tokens, sigma, targets, *, train: bool, rng, drop_last: bool = False):
+    """-log p(targets) per position, (B, L) (or (B, L - 1) with ``drop_last``, the AR shift).
+
+    ``model.loss_chunk`` > 0 fuses the output layer with the cross-entropy over that many positions
+    at a time (``losses.chunked_token_nll``) instead of materialising (B, L, V) logits.
+    """
+    chunk = task.cfg.model.loss_chunk
+    rngs = {"dropout": rng} if train else {}
+    out = task.model.apply({"params": params}, tokens, sigma, train=train, rngs=rngs, return_hidden=chunk > 0)
+    if drop_last:
+        out = out[:, :-1]
+    if not chunk:
+        return losses.token_nll(out, targets, task.mask_id)
+    linear = params["output_layer"]["linear"]
+
+    def project(h):
+        return layers.linear(h, linear["kernel"], linear["bias"], task.model.dtype).astype(jnp.float32)
+
+    return losses.chunked_token_nll(out, project, targets, task.mask_id, chunk)
+
+
 def token_losses(task: Task, params, ex: dict, *, train: bool, rng=None) -> losses.LossOutput:
     """The NELBO (or AR NLL) of the examples in ``ex``, per token and reduced."""
     if task.is_ar:
-        logits = _logits(task, params, ex["x0"], None, train=train, rng=rng)
-        return losses.ar_loss(logits, ex["x0"], ex["am"], task.mask_id)
-    logits = _logits(task, params, ex["xt"], ex["sigma"], train=train, rng=rng)
-    return losses.masked_diffusion_loss(logits, ex["x0"], ex["xt"], ex["weight"], ex["am"], task.mask_id)
+        nll = _target_nll(task, params, ex["x0"], None, ex["x0"][:, 1:], train=train, rng=rng, drop_last=True)
+        return losses.reduce_loss(nll, ex["am"][:, 1:])
+    nll = _target_nll(task, params, ex["xt"], ex["sigma"], ex["x0"], train=train, rng=rng)
+    return losses.masked_nll_loss(nll, ex["xt"], ex["weight"], ex["am"], task.mask_id)
 
 
 def loss_sums(task: Task, params, ex: dict, *, train: bool, rng=None):

@@ -125,6 +125,26 @@ def test_sobol_is_stratified_uniform_and_continues():
     assert stats.kstest(pooled, "uniform").pvalue > 1e-3
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 7, 8])  # 3 does not divide L = 7: the padded tail
+def test_chunked_token_nll_equals_full_logits(chunk):
+    """The fused output layer + cross-entropy gives token_nll's values and gradients (float64)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        hidden, kernel = jnp.asarray(rng.standard_normal((2, 7, 5))), jnp.asarray(rng.standard_normal((5, 11)))
+        targets = jnp.asarray(rng.integers(0, 10, (2, 7)))  # 10 = the mask id is never a target
+
+        def full(h, w):
+            return losses.token_nll(h @ w, targets, 10)
+
+        def fused(h, w):
+            return losses.chunked_token_nll(h, lambda x: x @ w, targets, 10, chunk)
+
+        np.testing.assert_allclose(fused(hidden, kernel), full(hidden, kernel), rtol=1e-13)
+        for a, b in zip(jax.grad(lambda h, w: fused(h, w).sum(), (0, 1))(hidden, kernel),
+                        jax.grad(lambda h, w: full(h, w).sum(), (0, 1))(hidden, kernel)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
 def test_discrete_snapping():
     t = process.sample_t(jax.random.key(0), 1000, num_steps=10)
     np.testing.assert_allclose(np.unique(np.round(np.asarray(t) * 10, 4)), np.arange(1, 11))

@@ -123,13 +123,15 @@ class FinalLayer(nn.Module):
     dtype: Any
 
     @nn.compact
-    def __call__(self, x, c):
+    def __call__(self, x, c, project: bool = True):
         dim = x.shape[-1]
         x = LayerNorm(name="norm_final")(x)
         if c is not None:
             shift, scale = jnp.split(Dense(2 * dim, ("cond", "embed"), zero_init=True,
                                            name="adaLN_modulation")(c), 2, axis=-1)
             x = modulate(x, shift, scale)
+        if not project:
+            return x
         logits = Dense(self.vocab_size, ("embed", "vocab"), zero_init=True, dtype=self.dtype,
                        name="linear")(x)
         return logits.astype(jnp.float32)
@@ -138,7 +140,8 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     """MDLM's diffusion transformer; ``apply({'params': p}, tokens, sigma, train=False)``.
 
-    tokens (B, L) int, sigma (B,) float (ignored when ``causal``) -> logits (B, L, V) float32.
+    tokens (B, L) int, sigma (B,) float (ignored when ``causal``) -> logits (B, L, V) float32, or
+    with ``return_hidden`` the output layer's input (B, L, D) float32 (for the fused loss).
     With ``time_conditioning=False`` sigma is zeroed, not removed: the conditioning vector is the
     constant ``silu(MLP(freq(0)))`` and adaLN stays active, exactly as the official code.
     ``dtype`` is the compute dtype of matmuls; params are always float32; LayerNorm, the residual
@@ -173,7 +176,7 @@ class DiT(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, tokens, sigma=None, train: bool = False):
+    def __call__(self, tokens, sigma=None, train: bool = False, return_hidden: bool = False):
         check_token_ids(tokens, self.vocab_size)
         dim = self.hidden_size
         embedding = self.param("vocab_embed", partitioned(layers.torch_linear_init(dim), ("vocab", "embed")),
@@ -197,4 +200,4 @@ class DiT(nn.Module):
         for i in range(self.n_blocks):
             x = block(self.n_heads, self.mlp_ratio, self.dropout, self.causal, self.attention_impl,
                       self.dtype, name=f"blocks_{i}")(x, c, cos, sin, not train)
-        return FinalLayer(self.vocab_size, self.dtype, name="output_layer")(x, c)
+        return FinalLayer(self.vocab_size, self.dtype, name="output_layer")(x, c, project=not return_hidden)

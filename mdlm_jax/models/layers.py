@@ -82,6 +82,12 @@ class LayerNorm(nn.Module):
         return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale
 
 
+def linear(x, kernel, bias, dtype):
+    """x (..., D) @ kernel (D, F) + bias (F,) (or None) with both operands cast to ``dtype``: (..., F)."""
+    y = jnp.dot(x.astype(dtype), kernel.astype(dtype))
+    return y if bias is None else y + bias.astype(dtype)
+
+
 class Dense(nn.Module):
     """Linear layer with torch-compatible init, float32 params and a configurable compute dtype.
 
@@ -99,8 +105,5 @@ class Dense(nn.Module):
         fan_in = x.shape[-1]
         init = nn.initializers.zeros if self.zero_init else torch_linear_init(fan_in)
         kernel = self.param("kernel", partitioned(init, self.names), (fan_in, self.features))
-        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
-        if self.use_bias:
-            bias = self.param("bias", partitioned(init, self.names[1:]), (self.features,))
-            y = y + bias.astype(self.dtype)
-        return y
+        bias = self.param("bias", partitioned(init, self.names[1:]), (self.features,)) if self.use_bias else None
+        return linear(x, kernel, bias, self.dtype)
