@@ -240,21 +240,6 @@ def _check_same_arrays(saved, target, where):
         raise _NotInCheckpoint(f"The checkpoint {where} does not match the model: {diff[:8]}")
 
 
-def read_config(path, step: int | None = None) -> dict | None:
-    """The config dict saved with the newest readable (or the given) step under ``path`` (a
-    workdir, its checkpoints directory or a step directory); None if there is no checkpoint.
-    Reads one JSON file on the calling process only."""
-    step_dirs = _step_dirs(path, missing_ok=True)
-    if step is not None:
-        step_dirs = [d for d in step_dirs if d.name == str(step)]
-        if not step_dirs:
-            raise FileNotFoundError(f"No checkpoint step {step} in {path}")
-    if not step_dirs:
-        return None
-    handler = ocp.JsonCheckpointHandler(filename="config.json")
-    return _newest_restorable(step_dirs, lambda d: handler.restore(d / CONFIG), path, agree=False)[1]
-
-
 class _NotInCheckpoint(ValueError):
     """The checkpoint is readable but does not hold what was asked for."""
 

@@ -70,8 +70,8 @@ def test_round_trip_is_bit_exact(tmp_path, async_save):
     assert step == 5 and restored_data == data_state
     assert isinstance(restored, TrainState) and restored.rng.dtype == jnp.uint32
     assert_identical(restored, state)
-    assert checkpoint.read_config(str(tmp_path)) == CONFIG
-    assert checkpoint.read_config(str(tmp_path / "checkpoints" / "5")) == CONFIG
+    assert checkpoint.restore_numpy(str(tmp_path), ("step",))[1] == CONFIG
+    assert checkpoint.restore_numpy(str(tmp_path / "checkpoints" / "5"), ("step",))[1] == CONFIG
 
 
 def test_typed_prng_keys_are_refused(tmp_path):
@@ -272,12 +272,16 @@ def test_restore_params_errors_name_the_path(tmp_path):
         checkpoint.restore_params(str(tmp_path / "bare"), grown, use_ema=False)
 
 
-def test_read_config(tmp_path):
-    assert checkpoint.read_config(str(tmp_path)) is None
+def test_saved_config(tmp_path):
     ckpt = checkpoint.Checkpointer(str(tmp_path), async_save=False)
     ckpt.save(1, make_state(), config={"a": 1})
     ckpt.save(2, make_state(), config={"a": 2, "odd": pathlib.Path("/x")})  # non-JSON values become strings
+    ckpt.save(3, make_state())
     ckpt.close()
-    assert checkpoint.read_config(str(tmp_path)) == {"a": 2, "odd": repr(pathlib.Path("/x"))}
-    assert checkpoint.read_config(str(tmp_path), step=1) == {"a": 1}
+
+    def config(step):
+        return checkpoint.restore_numpy(str(tmp_path), ("step",), step=step)[1]
+    assert config(2) == {"a": 2, "odd": repr(pathlib.Path("/x"))}
+    assert config(1) == {"a": 1}
+    assert config(3) is None
     json.loads((tmp_path / "checkpoints" / "2" / "config" / "config.json").read_text())  # plain JSON on disk
