@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements the README reports, in one run on a machine that already has the project:
-# the train-step table (small model, L = 1024 and 128, bfloat16, against the PyTorch DiT, XLA vs
-# cuDNN attention, full vs fused loss), the sampler table, and the attention tests that need a GPU.
+# the train-step table (small model, L = 1024 and 128, bfloat16, against the PyTorch DiT; XLA vs
+# cuDNN attention, full vs fused loss, unrolled vs scanned blocks), the sampler table, and the
+# attention tests that need a GPU.
 # Each part has its own time limit so that a slow one cannot take the others' results with it.
 #
 #   bash launch/bench_gpu.sh OUT_DIR [WHEELS_DIR]
@@ -31,7 +32,7 @@ print(\"jax\", jax.__version__, \"flax\", flax.__version__, \"torch\", torch.__v
 part train_1024 240 python3 -m mdlm_jax.bench train --size small --lengths 1024 --batch 8 --steps 10 \
   --dtype bfloat16 --vs-torch --attention-impl default,cudnn --loss-chunk 0,256
 part train_128 120 python3 -m mdlm_jax.bench train --size small --lengths 128 --batch 64 --steps 10 \
-  --dtype bfloat16 --vs-torch --attention-impl default,cudnn
+  --dtype bfloat16 --vs-torch --attention-impl default,cudnn --scan-blocks false,true
 part attention_tests 120 env JAX_PLATFORMS=cuda python3 -m pytest -q tests/test_remat_attention.py \
   -k "attention_impl_matches_xla or auto_attention"
 part sample 300 python3 -m mdlm_jax.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000 \

@@ -2,11 +2,12 @@
 
     python -m mdlm_jax.bench train --size small --lengths 128,1024 --batch 8 [--vs-torch]
     python -m mdlm_jax.bench train --remat none,block,dots_saveable --attention-impl xla,cudnn --loss-chunk 0,256
+    python -m mdlm_jax.bench train --scan-blocks false,true
     python -m mdlm_jax.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000
 
-``--remat``, ``--attention-impl`` and ``--loss-chunk`` take comma-separated lists (``model.remat``,
-``model.attention_impl``, where '' or 'default' is jax's choice, and ``model.loss_chunk``) and time
-every combination.
+``--remat``, ``--attention-impl``, ``--loss-chunk`` and ``--scan-blocks`` take comma-separated
+lists (``model.remat``, ``model.attention_impl``, where '' or 'default' is jax's choice,
+``model.loss_chunk`` and ``model.scan_blocks``) and time every combination.
 ``step_temp_gib`` is the compiled step's scratch memory (activations kept for the backward pass
 and temporaries), the number remat changes; ``peak_mem_gib`` is the device's peak so far in this
 process, so it never goes down between rows.
@@ -63,10 +64,11 @@ def _temp_memory_gib(compiled) -> float | None:
 
 
 def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, vocab: int, remat: str = "none",
-                attention_impl: str = "", loss_chunk: int = 0) -> dict:
+                attention_impl: str = "", loss_chunk: int = 0, scan_blocks: bool = False) -> dict:
     cfg = config_lib.default_config()
     config_lib.set_model_size(cfg, size)
-    cfg.model.update(dtype=dtype, remat=remat, attention_impl=attention_impl, loss_chunk=loss_chunk)
+    cfg.model.update(dtype=dtype, remat=remat, attention_impl=attention_impl, loss_chunk=loss_chunk,
+                     scan_blocks=scan_blocks)
     cfg.train.batch_size = batch
     cfg.mesh.update(data=-1, fsdp=1, tensor=1)
     mesh = parallel.make_mesh(cfg.mesh)
@@ -97,7 +99,7 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
                                                  mlp_ratio=task.model.mlp_ratio, vocab_size=vocab, seq_len=length)
     peak = flops.peak_flops(jax.devices()[0])
     return dict(size=size, L=length, batch=batch, dtype=dtype, remat=remat, attention=attention_impl or "default",
-                loss_chunk=loss_chunk, tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
+                loss_chunk=loss_chunk, scan=scan_blocks, tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
                 mfu=None if peak is None else tokens_per_s * flop_per_token / (peak * jax.device_count()),
                 step_temp_gib=_temp_memory_gib(step), peak_mem_gib=_peak_memory_gib(), compile_s=compile_s)
 
@@ -182,6 +184,12 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(fmt(row[k]) for k in keys) + " |")
 
 
+def _flag(value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"--scan-blocks takes true / false values, got {value!r}.")
+    return value.lower() in ("true", "1")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["train", "sample"])
@@ -198,10 +206,12 @@ def main(argv=None) -> None:
     parser.add_argument("--attention-impl", default="",
                         help="model.attention_impl values, comma-separated; '' or 'default': jax's choice")
     parser.add_argument("--loss-chunk", default="0", help="model.loss_chunk values, comma-separated (train)")
+    parser.add_argument("--scan-blocks", default="false", help="model.scan_blocks values: false, true or both (train)")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
     remats = args.remat.split(",")
     loss_chunks = [int(c) for c in args.loss_chunk.split(",")]
+    scans = [_flag(v) for v in args.scan_blocks.split(",")]
     attention_impls = ["" if a == "default" else a for a in args.attention_impl.split(",")]
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), "
           f"jax {jax.__version__}, python {platform.python_version()}")
@@ -209,9 +219,9 @@ def main(argv=None) -> None:
     if args.what == "train":
         for length in lengths:
             torch_tokens_per_s = None
-            for remat, attention_impl, chunk in itertools.product(remats, attention_impls, loss_chunks):
+            for remat, attention_impl, chunk, scan in itertools.product(remats, attention_impls, loss_chunks, scans):
                 row = bench_train(args.size, length, args.batch, args.dtype, args.steps, args.vocab,
-                                  remat, attention_impl, chunk)
+                                  remat, attention_impl, chunk, scan)
                 if args.vs_torch:
                     if torch_tokens_per_s is None:
                         torch_tokens_per_s = bench_torch_train(args.size, length, args.batch, args.steps,

@@ -17,9 +17,9 @@ def test_sample_and_train_tables(capsys):  # 8 fake devices (conftest): batch 8 
     nfe = {r[header.index("predictor")]: int(r[header.index("nfe")]) for r in rows}
     assert nfe["ddpm"] == 9 and nfe["ddpm_cache"] <= 9 and nfe["first_hitting"] == 16
     bench.main(["train", "--size", "tiny", "--lengths", "16", "--batch", "8", "--steps", "1", "--vocab", "64",
-                "--dtype", "float32", "--remat", "block", "--loss-chunk", "8"])
+                "--dtype", "float32", "--remat", "block", "--loss-chunk", "8", "--scan-blocks", "true"])
     header, *rows = _table(capsys.readouterr().out)
-    assert [(r[header.index("remat")], r[header.index("loss_chunk")]) for r in rows] == [("block", "8")]
+    assert [tuple(r[header.index(k)] for k in ("remat", "loss_chunk", "scan")) for r in rows] == [("block", "8", "True")]
     assert all(float(r[header.index("tokens_per_s")].replace(",", "")) > 0 for r in rows)
 
 

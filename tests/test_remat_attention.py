@@ -82,6 +82,33 @@ def test_remat_keeps_params_loss_and_gradients(causal):
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), grads, ref_grads)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["mdlm", "ar"])
+def test_scanned_blocks_match_the_unrolled_loop(causal):
+    """model.scan_blocks: one lax.scan over the stacked block params; same tree, logits and gradients
+    (dropout off: its masks are drawn differently), with and without remat."""
+    reference = DiT(**TINY, dropout=0.0, causal=causal)
+    params = random_params(reference)
+    ref_loss, ref_grads = jax.value_and_grad(loss_fn(reference))(params)
+    for remat in ("none", "block"):
+        model = DiT(**TINY, dropout=0.0, causal=causal, remat=remat, scan_blocks=True)
+        assert axes_and_shapes(jax.eval_shape(model.init, jax.random.key(1), TOKENS, SIGMA)) == \
+            axes_and_shapes(jax.eval_shape(reference.init, jax.random.key(1), TOKENS, SIGMA))
+        jaxpr = str(jax.make_jaxpr(loss_fn(model))(params))
+        assert f"length={TINY['n_blocks']}" in jaxpr
+        assert len(checkpoint_policies(loss_fn(model), params)) == (remat != "none")
+        loss, grads = jax.value_and_grad(loss_fn(model))(params)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, atol=1e-6)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads, ref_grads)
+    # Dropout on: a different mask per block and per step key.
+    model = DiT(**TINY, dropout=0.5, causal=causal, scan_blocks=True)
+
+    def logits(key):
+        return model.apply({"params": params}, TOKENS, SIGMA, train=True, rngs={"dropout": key})
+
+    a, b = logits(jax.random.key(0)), logits(jax.random.key(1))
+    assert np.isfinite(a).all() and not np.allclose(a, b)
+
+
 def test_train_step_with_block_remat_matches_none():
     cfg = small_config("subs")
     cfg.model.update(n_blocks=1, dropout=0.1)

@@ -92,11 +92,12 @@ def test_mesh_and_batch_errors_are_clear():
 
 
 @pytest.mark.parametrize("parameterization", ["subs", "ar"])
-def test_fused_loss_gives_the_same_step(parameterization):
+def test_fused_loss_and_scanned_blocks_give_the_same_step(parameterization):
     """model.loss_chunk fuses the output layer with the cross-entropy (5 positions at a time: a
-    padded tail at L = 16, and L - 1 = 15 for AR); loss and update on a 2x2x2 mesh (the vocabulary
-    split over tensor) match the unfused step on one device."""
+    padded tail at L = 16, and L - 1 = 15 for AR) and model.scan_blocks scans the blocks over their
+    stacked, fsdp/tensor-sharded params; loss and update on a 2x2x2 mesh match the plain step on
+    one device."""
     cfg = small_config(parameterization, mesh=(2, 2, 2))
-    cfg.model.loss_chunk = 5
+    cfg.model.update(loss_chunk=5, scan_blocks=True)
     assert_same(run_steps(cfg), run_steps(small_config(parameterization)))
 

@@ -162,6 +162,7 @@ class DiT(nn.Module):
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
     remat: str = "none"
+    scan_blocks: bool = False
 
     def __post_init__(self):
         if self.hidden_size % self.n_heads:
@@ -192,12 +193,34 @@ class DiT(nn.Module):
                 sigma = jnp.zeros_like(sigma)
             c = nn.silu(TimestepEmbedder(self.cond_dim, name="sigma_map")(sigma))
         cos, sin = layers.rotary_cos_sin(tokens.shape[1], dim // self.n_heads)
-        block = Block
-        if self.remat != "none":
-            # Same names, same params: remat only changes what the backward pass stores.
-            # static_argnums counts self: 5 is ``deterministic``, a Python bool.
-            block = nn.remat(Block, policy=REMAT_POLICIES[self.remat], static_argnums=(5,))
-        for i in range(self.n_blocks):
-            x = block(self.n_heads, self.mlp_ratio, self.dropout, self.causal, self.attention_impl,
-                      self.dtype, name=f"blocks_{i}")(x, c, cos, sin, not train)
+        args = (self.n_heads, self.mlp_ratio, self.dropout, self.causal, self.attention_impl, self.dtype)
+        if self.scan_blocks and not self.is_initializing():
+            x = self._scanned_blocks(Block(*args, parent=None), x, c, cos, sin, train)
+        else:
+            block = Block
+            if self.remat != "none":
+                # Same names, same params: remat only changes what the backward pass stores.
+                # static_argnums counts self: 5 is ``deterministic``, a Python bool.
+                block = nn.remat(Block, policy=REMAT_POLICIES[self.remat], static_argnums=(5,))
+            for i in range(self.n_blocks):
+                x = block(*args, name=f"blocks_{i}")(x, c, cos, sin, not train)
         return FinalLayer(self.vocab_size, self.dtype, name="output_layer")(x, c, project=not return_hidden)
+
+    def _scanned_blocks(self, block: Block, x, c, cos, sin, train: bool):
+        """The blocks as one ``lax.scan`` over their stacked params: XLA compiles one block instead
+        of n_blocks (compile time). The parameter tree stays ``blocks_0 ... blocks_{n-1}``; the
+        stacking copy is one read of the block weights per step. Dropout masks come from
+        fold_in(key, block index): the same distribution as the unrolled loop, not the same draws."""
+        stacked = jax.tree_util.tree_map(lambda *p: jnp.stack(p),
+                                         *[nn.meta.unbox(self.variables["params"][f"blocks_{i}"])
+                                           for i in range(self.n_blocks)])
+        key = self.make_rng("dropout") if train and self.dropout > 0 else None
+
+        def body(x, layer):
+            params, i = layer
+            rngs = {} if key is None else {"dropout": jax.random.fold_in(key, i)}
+            return block.apply({"params": params}, x, c, cos, sin, not train, rngs=rngs), None
+
+        if self.remat != "none":
+            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat])
+        return jax.lax.scan(body, x, (stacked, jnp.arange(self.n_blocks)))[0]
