@@ -145,9 +145,9 @@ class DiT(nn.Module):
     With ``time_conditioning=False`` sigma is zeroed, not removed: the conditioning vector is the
     constant ``silu(MLP(freq(0)))`` and adaLN stays active, exactly as the official code.
     ``dtype`` is the compute dtype of matmuls; params are always float32; LayerNorm, the residual
-    stream and logits are float32. ``attention_impl`` is one of ``attention.ATTENTION_IMPLEMENTATIONS``;
-    ``remat`` is a key of ``REMAT_POLICIES``; neither changes the parameters or (beyond kernel
-    rounding) the numbers.
+    stream and logits are float32. ``attention_impl`` is one of ``attention.ATTENTION_IMPLEMENTATIONS``,
+    ``remat`` a key of ``REMAT_POLICIES``, ``scan_blocks`` runs the blocks in one ``lax.scan``; none
+    of them changes the parameters or (beyond kernel rounding) the numbers.
     """
 
     vocab_size: int
