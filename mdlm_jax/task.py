@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from mdlm_jax import config as config_lib, optim, parallel
 from mdlm_jax.diffusion import losses
 from mdlm_jax.diffusion.schedules import NoiseSchedule, get_schedule
-from mdlm_jax.models import DiT, layers
+from mdlm_jax.models import DiT, dit
 
 _SOBOL_STREAM = 0x5B01  # the Sobol shift key is fixed for the run so the sequence continues
 
@@ -80,34 +80,26 @@ def prepare(task: Task, batch: dict, rng, sobol_rng, sobol_offset=0) -> dict:
     return dict(x0=x0, am=am, xt=c.xt, sigma=c.sigma, weight=c.weight)
 
 
-def _target_nll(task: Task, params, tokens, sigma, targets, *, train: bool, rng, drop_last: bool = False):
-    """-log p(targets) per position, (B, L) (or (B, L - 1) with ``drop_last``, the AR shift).
-
-    ``model.loss_chunk`` > 0 fuses the output layer with the cross-entropy over that many positions
-    at a time (``losses.chunked_token_nll``) instead of materialising (B, L, V) logits.
-    """
+def _outputs(task: Task, params, tokens, sigma, *, train: bool, rng):
+    """(model output, the ``nll`` argument of the loss functions): logits and None (``token_nll``);
+    or, with ``model.loss_chunk`` > 0, the output layer's input and the fused
+    ``losses.chunked_token_nll``, which never materialises the (B, L, V) logits."""
     chunk = task.cfg.model.loss_chunk
     rngs = {"dropout": rng} if train else {}
     out = task.model.apply({"params": params}, tokens, sigma, train=train, rngs=rngs, return_hidden=chunk > 0)
-    if drop_last:
-        out = out[:, :-1]
     if not chunk:
-        return losses.token_nll(out, targets, task.mask_id)
-    linear = params["output_layer"]["linear"]
-
-    def project(h):
-        return layers.linear(h, linear["kernel"], linear["bias"], task.model.dtype).astype(jnp.float32)
-
-    return losses.chunked_token_nll(out, project, targets, task.mask_id, chunk)
+        return out, None
+    project = functools.partial(dit.project_hidden, task.model, params)
+    return out, lambda hidden, targets: losses.chunked_token_nll(hidden, project, targets, task.mask_id, chunk)
 
 
 def token_losses(task: Task, params, ex: dict, *, train: bool, rng=None) -> losses.LossOutput:
     """The NELBO (or AR NLL) of the examples in ``ex``, per token and reduced."""
     if task.is_ar:
-        nll = _target_nll(task, params, ex["x0"], None, ex["x0"][:, 1:], train=train, rng=rng, drop_last=True)
-        return losses.reduce_loss(nll, ex["am"][:, 1:])
-    nll = _target_nll(task, params, ex["xt"], ex["sigma"], ex["x0"], train=train, rng=rng)
-    return losses.masked_nll_loss(nll, ex["xt"], ex["weight"], ex["am"], task.mask_id)
+        out, nll = _outputs(task, params, ex["x0"], None, train=train, rng=rng)
+        return losses.ar_loss(out, ex["x0"], ex["am"], task.mask_id, nll=nll)
+    out, nll = _outputs(task, params, ex["xt"], ex["sigma"], train=train, rng=rng)
+    return losses.masked_diffusion_loss(out, ex["x0"], ex["xt"], ex["weight"], ex["am"], task.mask_id, nll=nll)
 
 
 def loss_sums(task: Task, params, ex: dict, *, train: bool, rng=None):

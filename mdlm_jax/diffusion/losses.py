@@ -102,19 +102,15 @@ def reduce_loss(token_loss, attention_mask) -> LossOutput:
     return LossOutput(token_loss.sum() / jnp.maximum(num_tokens, 1.0), token_loss, num_tokens)
 
 
-def masked_diffusion_loss(logits, x0, xt, weight, attention_mask, mask_id: int) -> LossOutput:
+def masked_diffusion_loss(logits, x0, xt, weight, attention_mask, mask_id: int,
+                          nll: Callable | None = None) -> LossOutput:
     """NELBO from denoiser logits: loss_l = weight * -log p(x0_l | x_t) where x_t is masked, else 0.
 
+    ``nll(logits, targets) -> (B, L)`` replaces ``token_nll`` (the fused loss passes the output
+    layer's input as ``logits`` and ``chunked_token_nll``).
     Shapes: logits (B, L, V), x0 / xt (B, L) int, weight (B,), attention_mask (B, L) -> LossOutput.
     """
-    return masked_nll_loss(token_nll(logits, x0, mask_id), xt, weight, attention_mask, mask_id)
-
-
-def masked_nll_loss(nll, xt, weight, attention_mask, mask_id: int) -> LossOutput:
-    """NELBO from per-token -log p(x0_l | x_t): weight * nll where x_t is masked, else 0.
-
-    Shapes: nll (B, L) float32, xt (B, L) int, weight (B,), attention_mask (B, L) -> LossOutput.
-    """
+    nll = nll(logits, x0) if nll else token_nll(logits, x0, mask_id)
     per_token = jnp.where(xt == mask_id, nll * weight[:, None], 0.0)
     return reduce_loss(per_token, attention_mask)
 
@@ -165,12 +161,13 @@ def ar_log_probs(logits, mask_id: int):
     return jax.nn.log_softmax(_mask_column(logits, mask_id), axis=-1)
 
 
-def ar_loss(logits, x0, attention_mask, mask_id: int) -> LossOutput:
+def ar_loss(logits, x0, attention_mask, mask_id: int, nll: Callable | None = None) -> LossOutput:
     """Next-token NLL: position l predicts x0[l + 1], weighted by attention_mask[:, 1:].
 
     ``logits`` come from the causal model run on the whole x0; with causal attention the first
-    L - 1 positions equal the official run on x0[:, :-1].
+    L - 1 positions equal the official run on x0[:, :-1]. ``nll`` as in ``masked_diffusion_loss``.
     Shapes: logits (B, L, V), x0 (B, L), attention_mask (B, L) -> LossOutput over (B, L - 1).
     """
-    nll = token_nll(logits[:, :-1], x0[:, 1:], mask_id)
+    logits, targets = logits[:, :-1], x0[:, 1:]
+    nll = nll(logits, targets) if nll else token_nll(logits, targets, mask_id)
     return reduce_loss(nll, attention_mask[:, 1:])

@@ -137,6 +137,13 @@ class FinalLayer(nn.Module):
         return logits.astype(jnp.float32)
 
 
+def project_hidden(model: "DiT", params, hidden):
+    """The output layer's projection of ``DiT(return_hidden=True)``'s output (the fused loss applies
+    it chunk by chunk): hidden (..., D) -> logits (..., V) float32, as ``FinalLayer`` computes them."""
+    linear = params["output_layer"]["linear"]
+    return layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype).astype(jnp.float32)
+
+
 class DiT(nn.Module):
     """MDLM's diffusion transformer; ``apply({'params': p}, tokens, sigma, train=False)``.
 
