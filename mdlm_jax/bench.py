@@ -136,11 +136,16 @@ def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int
     return batch * length / ((time.perf_counter() - start) / steps)
 
 
+def _sampler_model(size: str, vocab: int, dtype: str = "float32", attention_impl: str = "") -> DiT:
+    return DiT(vocab_size=vocab, cond_dim=128, dropout=0.0, dtype=jnp.dtype(dtype),
+               attention_impl=attention_impl or None, **config_lib.MODEL_SIZES[size])
+
+
 @functools.lru_cache(maxsize=1)
 def _random_params(size: str, vocab: int):
     """Random DiT params of a size, shared by every sampler row (their shapes depend on neither L,
     dtype nor the attention kernel); the output layer is random so that choices are not degenerate."""
-    model = DiT(vocab_size=vocab, cond_dim=128, dropout=0.0, **config_lib.MODEL_SIZES[size])
+    model = _sampler_model(size, vocab)
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 2), jnp.int32), jnp.zeros((1,)))["params"]
     params = jax.tree_util.tree_map(lambda p: getattr(p, "value", p), params, is_leaf=lambda p: hasattr(p, "value"))
     params["output_layer"]["linear"]["kernel"] = 0.02 * jax.random.normal(
@@ -150,8 +155,7 @@ def _random_params(size: str, vocab: int):
 
 def bench_sample(size: str, length: int, batch: int, num_steps: int, predictor: str, dtype: str,
                  vocab: int, attention_impl: str = "") -> dict:
-    kwargs = dict(config_lib.MODEL_SIZES[size], cond_dim=128, dropout=0.0)
-    model = DiT(vocab_size=vocab, dtype=jnp.dtype(dtype), attention_impl=attention_impl or None, **kwargs)
+    model = _sampler_model(size, vocab, dtype, attention_impl)
     params = _random_params(size, vocab)
     denoise = lambda p: lambda x, s: model.apply({"params": p}, x, s)  # noqa: E731
     x_init = jnp.full((batch, length), vocab - 1, jnp.int32)
