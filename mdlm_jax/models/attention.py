@@ -11,6 +11,7 @@ conditions hold, XLA everywhere else.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Optional
@@ -84,6 +85,12 @@ def _splash_unsharded(q, k, v, causal: bool):
     return to_heads(out).astype(q.dtype)  # the kernel returns float32 for bfloat16 inputs
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_interpret() -> None:  # once per process, not once per block and trace
+    logging.warning("attention_impl='splash' off TPU runs the kernel in Pallas interpret mode "
+                    "(exact, very slow): meant for tests.")
+
+
 def splash_attention(q, k, v, causal: bool):
     """q, k, v (B, L, H, D) -> (B, L, H, D) with the Pallas TPU splash kernel.
 
@@ -96,8 +103,7 @@ def splash_attention(q, k, v, causal: bool):
         raise ValueError(f"attention_impl='splash' needs the sequence length to be a multiple of "
                          f"{SPLASH_BLOCK}; got L={length}. Use 'xla' or 'auto' for this length.")
     if jax.default_backend() != "tpu":
-        logging.warning("attention_impl='splash' off TPU runs the kernel in Pallas interpret mode "
-                        "(exact, very slow): meant for tests.")
+        _warn_interpret()
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
         return _splash_unsharded(q, k, v, causal)
