@@ -4,13 +4,19 @@
     python -m mdlm_jax.bench train --remat none,block,dots_saveable --attention-impl xla,cudnn --loss-chunk 0,256
     python -m mdlm_jax.bench train --scan-blocks false,true
     python -m mdlm_jax.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000
+    python -m mdlm_jax.bench matmul --dtype float32
 
 ``--remat``, ``--attention-impl``, ``--loss-chunk`` and ``--scan-blocks`` take comma-separated
 lists (``model.remat``, ``model.attention_impl``, where '' or 'default' is jax's choice,
 ``model.loss_chunk`` and ``model.scan_blocks``) and time every combination.
 ``step_temp_gib`` is the compiled step's scratch memory (activations kept for the backward pass
 and temporaries), the number remat changes; ``peak_mem_gib`` is the device's peak so far in this
-process, so it never goes down between rows.
+process, so it never goes down between rows. MFU divides by the device's peak from
+``mdlm_jax/flops.py`` or ``--peak-tflops``; ``matmul`` measures what one large matmul reaches, a
+practical peak for devices the table does not list (CPUs).
+
+Each row is printed as soon as it is measured (a run cut short keeps what it measured), and the
+table of all rows at the end.
 
 Random weights (speed does not depend on them). Timings exclude compilation, which is reported
 separately; every timed call is synchronised with ``block_until_ready``.
@@ -64,7 +70,8 @@ def _temp_memory_gib(compiled) -> float | None:
 
 
 def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, vocab: int, remat: str = "none",
-                attention_impl: str = "", loss_chunk: int = 0, scan_blocks: bool = False) -> dict:
+                attention_impl: str = "", loss_chunk: int = 0, scan_blocks: bool = False,
+                peak_tflops: float = 0.0) -> dict:
     cfg = config_lib.default_config()
     config_lib.set_model_size(cfg, size)
     cfg.model.update(dtype=dtype, remat=remat, attention_impl=attention_impl, loss_chunk=loss_chunk,
@@ -97,7 +104,7 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
     tokens_per_s = batch * length / seconds
     flop_per_token = flops.train_flops_per_token(n_blocks=task.model.n_blocks, hidden_size=task.model.hidden_size,
                                                  mlp_ratio=task.model.mlp_ratio, vocab_size=vocab, seq_len=length)
-    peak = flops.peak_flops(jax.devices()[0])
+    peak = flops.peak_flops(jax.devices()[0], peak_tflops)
     return dict(size=size, L=length, batch=batch, dtype=dtype, remat=remat, attention=attention_impl or "default",
                 loss_chunk=loss_chunk, scan=scan_blocks, tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
                 mfu=None if peak is None else tokens_per_s * flop_per_token / (peak * jax.device_count()),
@@ -170,22 +177,36 @@ def bench_sample(size: str, length: int, batch: int, num_steps: int, predictor: 
                 tokens_per_s=batch * length / seconds, compile_s=compile_s)
 
 
+def bench_matmul(n: int, dtype: str, repeats: int) -> dict:
+    """FLOP/s of one (n, n) @ (n, n) matmul in ``dtype``: the rate the train step's matmuls could
+    reach on this device at best, for ``--peak-tflops`` where the device table has no entry."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
+    fn = jax.jit(lambda x, y: x @ y)
+    _, seconds, _ = _timed(fn, a, a, repeats=repeats)
+    return dict(n=n, dtype=dtype, tflop_per_s=2 * n**3 / seconds / 1e12, ms_per_call=1e3 * seconds)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def print_row(row: dict) -> None:
+    """One measured row at once (flushed), so that a run cut short keeps it."""
+    print("measured: " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
+
+
 def print_table(rows: list[dict]) -> None:
     if not rows:
         return
     keys = list(rows[0])
-
-    def fmt(v):
-        if v is None:
-            return "n/a"
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-        return str(v)
-
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for row in rows:
-        print("| " + " | ".join(fmt(row[k]) for k in keys) + " |")
+        print("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
 
 
 def _flag(value: str) -> bool:
@@ -196,7 +217,7 @@ def _flag(value: str) -> bool:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["train", "sample"])
+    parser.add_argument("what", choices=["train", "sample", "matmul"])
     parser.add_argument("--size", default="small", choices=sorted(config_lib.MODEL_SIZES))
     parser.add_argument("--lengths", default="128,1024")
     parser.add_argument("--batch", type=int, default=8)
@@ -211,6 +232,9 @@ def main(argv=None) -> None:
                         help="model.attention_impl values, comma-separated; '' or 'default': jax's choice")
     parser.add_argument("--loss-chunk", default="0", help="model.loss_chunk values, comma-separated (train)")
     parser.add_argument("--scan-blocks", default="false", help="model.scan_blocks values: false, true or both (train)")
+    parser.add_argument("--peak-tflops", type=float, default=0.0,
+                        help="peak TFLOP/s per device for MFU; 0: the table in mdlm_jax/flops.py (train)")
+    parser.add_argument("--matmul-size", type=int, default=4096, help="n of the (n, n) matmul (matmul)")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
     remats = args.remat.split(",")
@@ -225,14 +249,17 @@ def main(argv=None) -> None:
             torch_tokens_per_s = None
             for remat, attention_impl, chunk, scan in itertools.product(remats, attention_impls, loss_chunks, scans):
                 row = bench_train(args.size, length, args.batch, args.dtype, args.steps, args.vocab,
-                                  remat, attention_impl, chunk, scan)
+                                  remat, attention_impl, chunk, scan, args.peak_tflops)
                 if args.vs_torch:
                     if torch_tokens_per_s is None:
                         torch_tokens_per_s = bench_torch_train(args.size, length, args.batch, args.steps,
                                                                args.vocab)
                     row["torch_tokens_per_s"] = torch_tokens_per_s
                     row["jax_over_torch"] = row["tokens_per_s"] / torch_tokens_per_s
+                print_row(row)
                 rows.append(row)
+    elif args.what == "matmul":
+        rows.append(bench_matmul(args.matmul_size, args.dtype, args.steps))
     else:
         for length in lengths:
             for predictor in args.predictors.split(","):
@@ -241,6 +268,7 @@ def main(argv=None) -> None:
                     for attention_impl in attention_impls:
                         rows.append(bench_sample(args.size, length, args.batch, t, predictor, args.dtype,
                                                  args.vocab, attention_impl))
+                        print_row(rows[-1])
     print_table(rows)
 
 

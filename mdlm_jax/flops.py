@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-# Dense bf16 peak FLOP/s per chip, matched against ``device.device_kind`` (first match wins).
+# Dense bf16 peak FLOP/s per chip, matched against ``device.device_kind`` (first match wins, so
+# the PCIe and NVL H100s, which report "NVIDIA H100 PCIe" / "NVIDIA H100 NVL", come before the SXM).
 PEAK_FLOPS = (
     ("v6", 918e12),
     ("v5p", 459e12),
     ("v5", 197e12),  # v5e reports "TPU v5 lite"
     ("v4", 275e12),
     ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
     ("H100", 989e12),
     ("A100", 312e12),
 )
@@ -25,8 +28,14 @@ def train_flops_per_token(*, n_blocks: int, hidden_size: int, mlp_ratio: int, vo
     return 6.0 * n_matmul + 12.0 * n_blocks * seq_len * d
 
 
-def peak_flops(device) -> float | None:
-    """Peak bf16 FLOP/s of one device, or None when unknown (CPUs, unlisted chips)."""
+def peak_flops(device, override_tflops: float = 0.0) -> float | None:
+    """Peak bf16 FLOP/s of one device: ``override_tflops`` * 1e12 when given (a chip the table does
+    not list, another dtype's peak, or a measured matmul rate), else the table's entry for the
+    device's kind, else None (CPUs, unlisted chips)."""
+    if override_tflops < 0:
+        raise ValueError(f"peak TFLOP/s must be >= 0 (0: from the device table), got {override_tflops}.")
+    if override_tflops:
+        return override_tflops * 1e12
     kind = getattr(device, "device_kind", "")
     for key, value in PEAK_FLOPS:
         if key.lower() in kind.lower():
