@@ -8,6 +8,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -376,6 +377,60 @@ def test_remote_setup_unpacks_and_installs(sandbox, tmp_path):
         "-m uv venv --python 3.12 mdlm-jax/.venv",
         "-m uv pip install --python mdlm-jax/.venv/bin/python -e mdlm-jax jax[cuda12]",
     ]
+
+
+# ------------------------------------------------------------------------------------------ bench_gpu.sh
+
+def _bench_gpu(tmp_path, budget=None, smi_sleep=0):
+    """Runs launch/bench_gpu.sh with stand-ins for python3 (records argv and the two env settings it
+    must pass; the L = 128 train part fails) and nvidia-smi (sleeps)."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.jsonl"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f"""#!{sys.executable}
+import json, os, sys
+with open({str(calls)!r}, "a") as f:
+    f.write(json.dumps([sys.argv[1:], os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"),
+                        os.environ.get("JAX_PLATFORMS")]) + "\\n")
+print("ran", *sys.argv[1:])
+sys.exit(1 if sys.argv[1:4] == ["-m", "mdlm_jax.bench", "train"] and "128" in sys.argv else 0)
+""")
+    (bin_dir / "nvidia-smi").write_text(f"#!/usr/bin/env bash\nsleep {smi_sleep}\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    if budget is not None:
+        env["BUDGET_S"] = str(budget)
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", str(LAUNCH / "bench_gpu.sh"), str(out)], capture_output=True, text=True, env=env,
+                       timeout=60)
+    recorded = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+    return r, out, recorded
+
+
+PARTS = ["versions", "train_1024", "train_128", "knobs_1024", "attention_tests", "sample"]
+
+
+def test_bench_gpu_runs_every_part_past_a_failing_one(tmp_path):
+    r, out, recorded = _bench_gpu(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.stem for p in out.glob("*.txt")) == sorted(PARTS)
+    assert "== train_128 failed or ran past" in r.stdout
+    argvs = [argv for argv, _, _ in recorded]
+    assert argvs[0][0] == "-c" and len(argvs) == len(PARTS)  # the versions part's python3 -c, then one per part
+    train_1024 = argvs[1]
+    assert train_1024[:3] == ["-m", "mdlm_jax.bench", "train"] and "--vs-torch" in train_1024
+    assert train_1024[train_1024.index("--lengths") + 1] == "1024" and train_1024[train_1024.index("--batch") + 1] == "32"
+    assert argvs[4][:3] == ["-m", "pytest", "-q"] and recorded[4][2] == "cuda"
+    assert all(prealloc == "false" for _, prealloc, _ in recorded)  # torch shares the GPU with JAX
+    assert "ran -m mdlm_jax.bench sample" in (out / "sample.txt").read_text()
+
+
+def test_bench_gpu_skips_what_the_budget_leaves_no_time_for(tmp_path):
+    r, out, recorded = _bench_gpu(tmp_path, budget=21, smi_sleep=2)
+    assert r.returncode == 0, r.stderr
+    assert len(recorded) == 1  # only the versions part ran
+    for name in PARTS[1:]:
+        assert "skipped: the 21s budget is spent" in (out / f"{name}.txt").read_text()
 
 
 # ------------------------------------------------------------------------------------------ shellcheck
