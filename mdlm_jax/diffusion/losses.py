@@ -25,8 +25,9 @@ class LossOutput(NamedTuple):
 
 
 def _mask_column(logits, mask_id: int):
-    """Sets the mask-token logit to -inf (zero-masking). Shapes: (..., V) -> (..., V) float32."""
-    logits = logits.astype(jnp.float32)
+    """Sets the mask-token logit to -inf (zero-masking). Shapes: (..., V) -> (..., V) at least
+    float32 (bfloat16 logits are promoted; float64 ones, in x64 tests, are kept)."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     return logits.at[..., mask_id].set(-jnp.inf)
 
 
@@ -35,7 +36,7 @@ def subs_log_probs(logits, xt, mask_id: int):
 
     log p = log_softmax(logits with logit[mask] = -inf) where x_t == mask;
     where x_t != mask the row is 0 at x_t and -inf elsewhere.
-    Shapes: logits (B, L, V), xt (B, L) int -> (B, L, V) float32.
+    Shapes: logits (B, L, V), xt (B, L) int -> (B, L, V) float32 (float64 for float64 logits).
     """
     logp = jax.nn.log_softmax(_mask_column(logits, mask_id), axis=-1)
     carried = jnp.where(jax.nn.one_hot(xt, logits.shape[-1], dtype=jnp.bool_), 0.0, -jnp.inf)
@@ -45,7 +46,7 @@ def subs_log_probs(logits, xt, mask_id: int):
 def token_nll(logits, targets, mask_id: int):
     """-log softmax(logits with the mask column removed)[target], without the (B, L, V) log-probs.
 
-    Shapes: logits (B, L, V), targets (B, L) int -> (B, L) float32.
+    Shapes: logits (B, L, V), targets (B, L) int -> (B, L) float32 (float64 for float64 logits).
     """
     logits = _mask_column(logits, mask_id)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
