@@ -117,8 +117,9 @@ def test_nucleus_keeps_exactly_the_nucleus():
                         (1.0, {0, 1, 2, 3, 4})]:
         out = np.asarray(sampling.nucleus(lp, top_p))
         assert set(np.flatnonzero(np.isfinite(out))) == kept, top_p
+    # top_p 0.65, off the 0.4 + 0.3 boundary, which float32 rounding of log -> exp decides either way
     shaped = np.asarray(sampling.shaped_probs(jnp.log(jnp.asarray(probs))[None, None], jnp.array([[MASK + 10]]),
-                                              MASK + 10, top_p=0.7))[0, 0]
+                                              MASK + 10, top_p=0.65))[0, 0]
     np.testing.assert_allclose(shaped, np.array([0, 0.4, 0, 0.3, 0]) / 0.7, rtol=1e-6)
 
 
