@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements the README reports, in one run on a machine that already has the project:
-# the train-step table (small model, bfloat16, against the PyTorch DiT; XLA vs cuDNN attention) at
-# L = 1024 (batch 32) and L = 128 (batch 64), the paper's per-device batches; the fused loss and the
-# layer scan at L = 1024; the attention tests that need a GPU; and a short sampler table.
+# the train-step table (small model, bfloat16, against the PyTorch DiT; XLA vs cuDNN attention,
+# unrolled vs scanned blocks) at L = 1024 (batch 32) and L = 128 (batch 64), the paper's per-device
+# batches; the fused loss at L = 1024; the attention tests that need a GPU; a short sampler table.
 # Most important first; each part has its own time limit and all of them share BUDGET_S (default
 # 540 s), so that a slow part cannot take the others' results with it and the whole run fits one
 # 10-minute call. The bench prints each row as it is measured, so a part cut short keeps its rows.
@@ -41,11 +41,15 @@ bench_train=(python3 -m mdlm_jax.bench train --size small --dtype bfloat16 --ste
 part versions 30 bash -c 'nvidia-smi; python3 -c "import sys, jax, flax, optax, torch; print(sys.version);
 print(\"jax\", jax.__version__, \"flax\", flax.__version__, \"optax\", optax.__version__, \"torch\", torch.__version__,
 jax.devices())"'
-part train_1024 170 "${bench_train[@]}" --lengths 1024 --batch 32 --vs-torch --attention-impl default,cudnn
-part train_128 100 "${bench_train[@]}" --lengths 128 --batch 64 --vs-torch --attention-impl default,cudnn
-part knobs_1024 90 "${bench_train[@]}" --lengths 1024 --batch 32 --attention-impl cudnn --loss-chunk 256 \
+# Unrolled and scanned blocks both: on XLA:CPU the unrolled backward fuses the residual-stream
+# cotangent of every later block into each weight-gradient transpose (see the README).
+part train_1024 200 "${bench_train[@]}" --lengths 1024 --batch 32 --vs-torch --attention-impl default,cudnn \
   --scan-blocks false,true
-part attention_tests 80 env JAX_PLATFORMS=cuda python3 -m pytest -q tests/test_remat_attention.py \
+part train_128 90 "${bench_train[@]}" --lengths 128 --batch 64 --vs-torch --attention-impl cudnn \
+  --scan-blocks false,true
+part loss_chunk_1024 60 "${bench_train[@]}" --lengths 1024 --batch 32 --attention-impl cudnn --loss-chunk 256 \
+  --scan-blocks true
+part attention_tests 70 env JAX_PLATFORMS=cuda python3 -m pytest -q tests/test_remat_attention.py \
   -k "attention_impl_matches_xla or auto_attention"
 part sample 90 python3 -m mdlm_jax.bench sample --size small --lengths 1024 --num-steps 128,1000 \
   --batch 1 --dtype bfloat16 --attention-impl cudnn

@@ -407,7 +407,7 @@ sys.exit(1 if sys.argv[1:4] == ["-m", "mdlm_jax.bench", "train"] and "128" in sy
     return r, out, recorded
 
 
-PARTS = ["versions", "train_1024", "train_128", "knobs_1024", "attention_tests", "sample"]
+PARTS = ["versions", "train_1024", "train_128", "loss_chunk_1024", "attention_tests", "sample"]
 
 
 def test_bench_gpu_runs_every_part_past_a_failing_one(tmp_path):
