@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests_util import all_eqns
+
 from mdlm_jax import flops
 from mdlm_jax.models import DiT
 
@@ -16,16 +18,11 @@ from mdlm_jax.models import DiT
 def dot_flops(jaxpr) -> int:
     """2 x (output elements) x (contracted size) summed over every dot_general, nested jaxprs included."""
     total = 0
-    for eqn in jaxpr.eqns:
+    for eqn in all_eqns(jaxpr):
         if eqn.primitive.name == "dot_general":
             (contract, _), _ = eqn.params["dimension_numbers"]
             lhs = eqn.invars[0].aval.shape
             total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else [value]:
-                sub = getattr(sub, "jaxpr", sub)
-                if hasattr(sub, "eqns"):
-                    total += dot_flops(sub)
     return total
 
 

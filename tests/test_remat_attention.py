@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from test_sharded_step import assert_same, run_steps, small_config
+from tests_util import all_eqns
 
 from mdlm_jax import task as task_lib
 from mdlm_jax.models import DiT
@@ -42,20 +43,8 @@ def axes_and_shapes(boxed):
 
 def checkpoint_policies(fn, *args):
     """The policies of the checkpoint (remat) equations in fn's jaxpr, nested jaxprs included."""
-    found = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name in ("checkpoint", "remat", "remat2"):  # the name varies by jax version
-                found.append(eqn.params["policy"])
-            for value in eqn.params.values():
-                for sub in value if isinstance(value, (tuple, list)) else [value]:
-                    sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
-                    if hasattr(sub, "eqns"):
-                        walk(sub)
-
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
+    return [eqn.params["policy"] for eqn in all_eqns(jax.make_jaxpr(fn)(*args))
+            if eqn.primitive.name in ("checkpoint", "remat", "remat2")]  # the name varies by jax version
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["mdlm", "ar"])

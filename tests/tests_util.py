@@ -81,3 +81,15 @@ def exact_nelbo_per_token(denoise, x0, mask_id, sampling_eps=1e-3, eps=1e-3):
                     np.float64)
     nll = -np.where(masks, lp[:, np.arange(length), x0], 0.0).sum(-1)
     return float(sum(n * weights[int(k)] for n, k in zip(nll, masks.sum(-1)))) / length
+
+
+def all_eqns(jaxpr):
+    """Every equation of a jaxpr (or closed jaxpr), those of nested jaxprs (jit, checkpoint, scan,
+    custom_vjp ...) included, depth first."""
+    for eqn in getattr(jaxpr, "jaxpr", jaxpr).eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else [value]:
+                sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(sub, "eqns"):
+                    yield from all_eqns(sub)
