@@ -104,10 +104,10 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
     tokens_per_s = batch * length / seconds
     flop_per_token = flops.train_flops_per_token(n_blocks=task.model.n_blocks, hidden_size=task.model.hidden_size,
                                                  mlp_ratio=task.model.mlp_ratio, vocab_size=vocab, seq_len=length)
-    peak = flops.peak_flops(jax.devices()[0], peak_tflops)
+    peak = flops.total_peak_flops(peak_tflops)
     return dict(size=size, L=length, batch=batch, dtype=dtype, remat=remat, attention=attention_impl or "default",
                 loss_chunk=loss_chunk, scan=scan_blocks, tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
-                mfu=None if peak is None else tokens_per_s * flop_per_token / (peak * jax.device_count()),
+                mfu=None if peak is None else tokens_per_s * flop_per_token / peak,
                 step_temp_gib=_temp_memory_gib(step), peak_mem_gib=_peak_memory_gib(), compile_s=compile_s)
 
 

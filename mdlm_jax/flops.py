@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax
+
 # Dense bf16 peak FLOP/s per chip, matched against ``device.device_kind`` (first match wins, so
 # the PCIe and NVL H100s, which report "NVIDIA H100 PCIe" / "NVIDIA H100 NVL", come before the SXM).
 PEAK_FLOPS = (
@@ -41,3 +43,10 @@ def peak_flops(device, override_tflops: float = 0.0) -> float | None:
         if key.lower() in kind.lower():
             return value
     return None
+
+
+def total_peak_flops(override_tflops: float = 0.0) -> float | None:
+    """``peak_flops`` of this process's first device times the global device count: the MFU
+    denominator of a step that runs on every device; None when the peak is unknown."""
+    peak = peak_flops(jax.devices()[0], override_tflops)
+    return None if peak is None else peak * jax.device_count()

@@ -128,7 +128,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
         n_blocks=s.task.model.n_blocks, hidden_size=s.task.model.hidden_size, mlp_ratio=s.task.model.mlp_ratio,
         vocab_size=s.task.model.vocab_size, seq_len=cfg.data.seq_len)
     writer = MetricsWriter(workdir, total_steps=t.steps, tokens_per_step=tokens_per_step,
-                           flops_per_step=flops_per_step, peak_flops=_total_peak_flops(cfg.train.peak_tflops))
+                           flops_per_step=flops_per_step, peak_flops=flops.total_peak_flops(cfg.train.peak_tflops))
     writer.write_text("config", cfg.to_json_best_effort(indent=2))
     guard = PreemptionGuard(t.preemption_check_every)
     start = int(jax.device_get(state.step))
@@ -166,8 +166,3 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
         writer.close()
         guard.close()
     return eval_metrics
-
-
-def _total_peak_flops(override_tflops: float) -> float | None:
-    peak = flops.peak_flops(jax.devices()[0], override_tflops)
-    return None if peak is None else peak * jax.device_count()
