@@ -5,6 +5,7 @@ All offline and on CPU; corpora are small files written into tmp_path.
 
 import json
 import os
+import re
 
 import ml_collections
 import numpy as np
@@ -131,12 +132,11 @@ def test_split_documents():
 def test_text_and_jsonl_sources(tmp_path):
     (tmp_path / "b.txt").write_bytes("second file\n".encode())
     (tmp_path / "a.txt").write_bytes(b"first \xff file")  # invalid UTF-8
-    (tmp_path / "empty.txt").write_text("  \n")
     lines = [json.dumps({"body": "line one"}), "", json.dumps({"body": ""}), json.dumps({"body": "line two"})]
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
     corpus = data.text_files([tmp_path / "*.txt", tmp_path / "d.jsonl"], jsonl_field="body")
     assert corpus.documents == ["first \ufffd file", "second file\n", "line one", "line two"]
-    assert corpus.skipped_empty == 2  # empty.txt and the empty jsonl record; blank lines are not documents
+    assert corpus.skipped_empty == 1  # the empty jsonl record; blank lines are not documents
     with pytest.raises(ValueError, match=r"d.jsonl:1: the record has no field 'text'"):
         data.text_files([tmp_path / "d.jsonl"])
 
@@ -147,6 +147,107 @@ def test_missing_files_are_named(tmp_path):
         data.text_files([missing])
     with pytest.raises(FileNotFoundError, match=r"nothing\*.txt"):
         data.text_files([tmp_path / "nothing*.txt"])
+
+
+def test_binary_files_are_refused(tmp_path):
+    npy = tmp_path / "weights.txt"
+    with open(npy, "wb") as f:
+        np.save(f, np.arange(100))
+    with pytest.raises(ValueError, match=r"weights.txt looks binary.*NUL byte \(at byte \d+\).*remove the file"):
+        data.text_files([npy])
+    (tmp_path / "utf16.txt").write_bytes("plain words".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"utf16.txt looks binary.*NUL.*iconv -f UTF-16 -t UTF-8"):
+        data.text_files([tmp_path / "utf16.txt"])
+    # No NUL, but one byte in five a control character.
+    (tmp_path / "packed.jsonl").write_bytes(b'{"text": "x"}\n' + b"\x01\x02abcdefgh" * 100)
+    with pytest.raises(ValueError, match=r"packed.jsonl looks binary.*200 of its first 1014 bytes \(20%\) are "
+                                         r"control characters"):
+        data.text_files([tmp_path / "packed.jsonl"])
+    # Real text keeps its tabs, form feeds, ANSI colours, overstrikes (a fifth of its bytes are ESC
+    # and backspace) and a stray control.
+    text = "col\tumn\f\r\n\x07" + "\x1b[1m\x1b[31mERROR\x1b[0m: N\bNA\bAM\bME\bE\n" * 10
+    (tmp_path / "real.txt").write_text(text)
+    assert data.text_files([tmp_path / "real.txt"]).documents == [text]
+
+
+def test_invalid_utf8_is_counted_and_warned_once_per_file(tmp_path, caplog):
+    # 5 invalid bytes: \xff, \xfe on line 2 and a cut emoji \xf0\x9f\x98 (one U+FFFD) on line 3; the
+    # real U+FFFD of line 4 is valid UTF-8.
+    (tmp_path / "a.txt").write_bytes(b"ok\nfirst \xff\xfe file\n\xf0\x9f\x98 x\n\xef\xbf\xbd real")
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "\xc3\xa9\xffb"}\n{"text": "c\xc3"}\n')
+    (tmp_path / "c.txt").write_text("clean")
+    with caplog.at_level("WARNING"):
+        corpus = data.text_files([tmp_path / "a.txt", tmp_path / "b.jsonl", tmp_path / "c.txt"])
+    assert corpus.documents == ["ok\nfirst \ufffd\ufffd file\n\ufffd x\n\ufffd real", "fine", "\xe9\ufffdb", "c\ufffd",
+                                "clean"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert re.search(r"a\.txt: 5 bytes of invalid UTF-8 on 2 line\(s\) of its one document \(the first at byte 9, "
+                     r"line 2\) were replaced by U\+FFFD.*data\.invalid_utf8='error'", warnings[0])
+    assert re.search(r"b\.jsonl: 2 bytes of invalid UTF-8 on 2 line\(s\), each a record \(the first at byte 29, "
+                     r"line 2\)", warnings[1])
+
+
+def test_invalid_utf8_error_names_file_and_offset(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"ok\nfirst \xff file")
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "a\xffb"}\n')
+    with pytest.raises(ValueError, match=r"a\.txt: invalid UTF-8 at byte 9 \(line 2\).*Re-encode the file"):
+        data.text_files([tmp_path / "a.txt"], invalid_utf8="error")
+    with pytest.raises(ValueError, match=r"b\.jsonl: invalid UTF-8 at byte 28 \(line 2\)"):
+        data.text_files([tmp_path / "b.jsonl"], invalid_utf8="error")
+    (tmp_path / "c.txt").write_text("clean \ufffd text")
+    assert data.text_files([tmp_path / "c.txt"], invalid_utf8="error").documents == ["clean \ufffd text"]
+
+
+def test_invalid_utf8_option_reaches_the_reader_past_the_cache(tmp_path, monkeypatch, caplog):
+    texts = [f"document {i} " * 4 for i in range(20)]
+    path = _write_jsonl(tmp_path / "c.jsonl", texts)
+    path.write_bytes(path.read_bytes().replace(b"document 3", b"document \xff"))
+    cfg = _config(tmp_path, [path], invalid_utf8="warn")
+    with caplog.at_level("WARNING"):
+        data.build_blocks(cfg, "train")
+    assert sum("c.jsonl: 4 bytes of invalid UTF-8 on 1 line(s)" in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+
+    def fail(*args):
+        raise AssertionError("re-tokenized despite a cache hit")
+
+    monkeypatch.setattr(pipeline, "tokenize_documents", fail)
+    with caplog.at_level("WARNING"):
+        data.build_blocks(cfg, "train")  # served from the cache, and still warned about
+    assert sum("c.jsonl: 4 bytes of invalid UTF-8 on 1 line(s)" in r.getMessage() for r in caplog.records) == 1
+    cfg.invalid_utf8 = "error"  # the cached tokens of the same files must not be served
+    with pytest.raises(ValueError, match=r"c\.jsonl: invalid UTF-8 at byte \d+ \(line 4\)"):
+        data.make_train_iterator(cfg, global_batch_size=2, seed=0)
+    with pytest.raises(ValueError, match=r"c\.jsonl: invalid UTF-8"):
+        data.make_eval_batches(cfg, global_batch_size=2)
+
+
+def test_invalid_utf8_option_is_checked(tmp_path, corpus_cfg):
+    with pytest.raises(ValueError, match=r"data\.invalid_utf8 must be one of \('warn', 'error'\); got 'ignore'"):
+        data.text_files(corpus_cfg.files, invalid_utf8="ignore")
+    corpus_cfg.invalid_utf8 = "ignore"
+    with pytest.raises(ValueError, match=r"data\.invalid_utf8 must be one of"):
+        data.make_train_iterator(corpus_cfg, global_batch_size=2, seed=0)
+    embedded = _config(tmp_path, [], source="embedded", invalid_utf8="Warn")
+    with pytest.raises(ValueError, match=r"data\.invalid_utf8 must be one of.*got 'Warn'"):
+        data.build_blocks(embedded, "train")
+
+
+def test_empty_files_are_named(tmp_path, corpus_cfg):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.txt").write_text("  \n\t\n")
+    (tmp_path / "blank.jsonl").write_text("\n" + json.dumps({"text": " "}) + "\n\n")
+    full = list(corpus_cfg.files)
+    with pytest.raises(ValueError, match=r"empty\.txt is empty \(0 bytes\); fill it or remove it from data\.files"):
+        data.text_files(full + [tmp_path / "empty.txt"])
+    with pytest.raises(ValueError, match=r"blank\.txt holds only whitespace"):
+        data.text_files([tmp_path / "blank.txt"] + full)
+    with pytest.raises(ValueError, match=r"blank\.jsonl has no record with a non-empty 'text' field"):
+        data.text_files(full + [tmp_path / "blank.jsonl"])
+    # Alone, it is named too, not reported as "0 documents".
+    with pytest.raises(ValueError, match=r"empty\.txt is empty"):
+        data.make_train_iterator(_config(tmp_path, [tmp_path / "empty.txt"]), global_batch_size=2, seed=0)
 
 
 def test_embedded_corpus_is_pydoc_topics():

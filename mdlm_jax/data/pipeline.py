@@ -39,13 +39,19 @@ _READ_OPTIONS = grain.ReadOptions(num_threads=4, prefetch_buffer_size=8)
 # In-memory corpora (the paper datasets are in datasets.DATASETS).
 SOURCES: dict[str, Callable[..., sources.Corpus]] = {
     "embedded": lambda cfg: sources.embedded_corpus(),
-    "files": lambda cfg: sources.text_files(cfg.files, jsonl_field=cfg.jsonl_field),
+    "files": lambda cfg: sources.text_files(cfg.files, jsonl_field=cfg.jsonl_field,
+                                            invalid_utf8=invalid_utf8_for(cfg)),
 }
 
 
 def _field(data_config, name: str, default):
     # Configs built by hand (tests, notebooks) may predate a field; the schema is mdlm_jax.config.
     return getattr(data_config, name, default)
+
+
+def invalid_utf8_for(data_config) -> str:
+    """``data.invalid_utf8`` ('warn' when absent), checked to be 'warn' or 'error'."""
+    return sources.check_invalid_utf8(_field(data_config, "invalid_utf8", "warn"))
 
 
 def tokenizer_for(data_config) -> Tokenizer:
@@ -247,10 +253,15 @@ def build_blocks(data_config, split: str, *, corpus: sources.Corpus | None = Non
     ('train', 'validation', 'test') and its part is prepared into the cache on first use.
     ``tokenizer`` saves loading ``data.tokenizer`` again.
     """
+    invalid_utf8_for(data_config)  # a bad value is refused even where only 'files' reads it
     tokenizer = tokenizer or tokenizer_for(data_config)
     if dataset_for(data_config) is not None:
         tokens, offsets = prepared_split(data_config, split, tokenizer=tokenizer)
     else:
+        # The files are read and decoded (here, or by the caller that passes ``corpus``) before
+        # the cache key, a hash of their decoded text, is known: invalid UTF-8 is warned about on a
+        # cache hit too, and 'error' refuses before cached tokens could be reused. 'warn' and
+        # 'error' never yield different documents, so the option need not be part of the key.
         corpus = load_corpus(data_config) if corpus is None else corpus
         documents = sources.split_documents(corpus.documents, data_config.val_fraction, split)
         tokens, offsets = cached_tokens(documents, tokenizer, cache_dir=cache_dir_for(data_config), split=split)

@@ -1,14 +1,31 @@
-"""Text sources: documents as lists of strings, and the deterministic train/validation split."""
+"""Text sources: documents as lists of strings, and the deterministic train/validation split.
+
+The user's own files (``text_files``) are refused when they look binary or hold no text, and
+their invalid UTF-8 is reported per file or refused (``data.invalid_utf8``).
+"""
 
 from __future__ import annotations
 
 import glob
 import json
+import logging
 import math
 import os
+import re
 from typing import Iterable, NamedTuple
 
 SPLITS = ("train", "validation")
+INVALID_UTF8_MODES = ("warn", "error")
+
+# The first block of a data file is checked for signs of binary content.
+_HEAD_BYTES = 64 << 10
+# C0 controls that real text does use: whitespace, backspace (overstruck man pages) and ESC (ANSI
+# colours in logs). The rest, and DEL, are counted as signs of binary content.
+_BINARY_CONTROLS = bytes(c for c in range(1, 32) if chr(c) not in "\t\n\v\f\r\b\x1b") + b"\x7f"
+_NOT_BINARY_CONTROLS = bytes(sorted(set(range(256)) - set(_BINARY_CONTROLS)))
+_MAX_CONTROL_FRACTION = 0.1
+# errors="surrogateescape" turns each invalid byte into one of these; valid UTF-8 never decodes to them.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 class Corpus(NamedTuple):
@@ -63,15 +80,94 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
     return out
 
 
-def _read_text(path: str) -> str:
-    with open(path, "rb") as f:
-        return f.read().decode("utf-8", errors="replace")
+def check_invalid_utf8(mode: str) -> str:
+    """``mode`` if it is one of ``INVALID_UTF8_MODES``; ValueError naming ``data.invalid_utf8`` otherwise."""
+    if mode not in INVALID_UTF8_MODES:
+        raise ValueError(f"data.invalid_utf8 must be one of {INVALID_UTF8_MODES}; got {mode!r}. Use 'warn' to "
+                         "replace invalid UTF-8 by U+FFFD and report it, or 'error' to refuse such files.")
+    return mode
 
 
-def _read_jsonl(path: str, field: str) -> Iterable[str]:
+def _check_not_binary(path: str, head: bytes) -> None:
+    """Raises ValueError if ``head``, the first bytes of ``path``, look binary.
+
+    The rule: a NUL byte, or more than 1 byte in 10 being a C0 control other than whitespace,
+    backspace and ESC (or DEL). UTF-8 text never holds NUL, and text, even a log full of ANSI
+    colours or an overstruck man page, holds such controls only as rare strays; binary formats
+    (archives, images, arrays, pickles) hold NULs within their first block.
+    """
+    if b"\0" in head:
+        reason = f"it holds a NUL byte (at byte {head.index(0)}), which UTF-8 text never does"
+    else:
+        controls = len(head.translate(None, _NOT_BINARY_CONTROLS))
+        if controls <= _MAX_CONTROL_FRACTION * len(head):
+            return
+        reason = (f"{controls} of its first {len(head)} bytes ({controls / len(head):.0%}) are control "
+                  "characters, which text holds only as rare strays")
+    raise ValueError(f"{path} looks binary, not text: {reason}. data.files takes UTF-8 text (.txt: one document "
+                     "per file; .jsonl: one JSON record per line): remove the file from data.files, or if it is "
+                     "UTF-16 / UTF-32 text convert it first (iconv -f UTF-16 -t UTF-8 IN > OUT).")
+
+
+class _InvalidUtf8:
+    """The invalid UTF-8 of one file: bytes replaced by U+FFFD, lines they lie on, and the first one's place."""
+
+    def __init__(self):
+        self.n_bytes = self.n_lines = 0
+        self.first_byte = self.first_line = -1
+
+    def decode(self, data: bytes, *, offset: int, line: int, path: str, mode: str) -> str:
+        """``data`` (which starts at byte ``offset``, on line ``line``, of ``path``) decoded as
+        ``errors="replace"`` does; the invalid bytes are counted, or refused when ``mode`` is 'error'."""
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if mode == "error":
+                at, where = offset + e.start, line + data.count(b"\n", 0, e.start)
+                raise ValueError(f"{path}: invalid UTF-8 at byte {at} (line {where}): {data[e.start:e.start + 4]!r}. "
+                                 "Re-encode the file as UTF-8 (if it is Latin-1: iconv -f LATIN1 -t UTF-8 IN > OUT), "
+                                 "or set data.invalid_utf8='warn' to replace invalid bytes by U+FFFD.") from None
+        escaped = data.decode("utf-8", errors="surrogateescape")
+        last_line, at_char, at_line = -1, 0, line
+        for match in _ESCAPED_BYTE.finditer(escaped):
+            at_line += escaped.count("\n", at_char, match.start())
+            at_char = match.start()
+            if self.first_byte < 0:
+                self.first_line = at_line
+                self.first_byte = offset + len(escaped[:at_char].encode("utf-8", errors="surrogateescape"))
+            self.n_bytes += 1
+            if at_line != last_line:
+                self.n_lines, last_line = self.n_lines + 1, at_line
+        return data.decode("utf-8", errors="replace")
+
+    def report(self, path: str, lines_are: str) -> None:
+        """One warning for the file, if it held invalid UTF-8; ``lines_are`` names what its lines are."""
+        if self.n_bytes:
+            logging.warning(
+                "%s: %d bytes of invalid UTF-8 on %d %s (the first at byte %d, line %d) were replaced by U+FFFD. "
+                "Re-encode the file as UTF-8 (if it is Latin-1: iconv -f LATIN1 -t UTF-8 IN > OUT), or set "
+                "data.invalid_utf8='error' to refuse it.", path, self.n_bytes, self.n_lines, lines_are, self.first_byte,
+                self.first_line)
+
+
+def _read_text(path: str, mode: str) -> list[str]:
     with open(path, "rb") as f:
+        data = f.read()
+    _check_not_binary(path, data[:_HEAD_BYTES])
+    invalid = _InvalidUtf8()
+    text = invalid.decode(data, offset=0, line=1, path=path, mode=mode)
+    invalid.report(path, "line(s) of its one document")
+    return [text]
+
+
+def _read_jsonl(path: str, field: str, mode: str) -> list[str]:
+    texts, invalid, offset = [], _InvalidUtf8(), 0
+    with open(path, "rb") as f:
+        _check_not_binary(path, f.read(_HEAD_BYTES))
+        f.seek(0)
         for line_no, raw in enumerate(f, start=1):
-            line = raw.decode("utf-8", errors="replace").strip()
+            line = invalid.decode(raw, offset=offset, line=line_no, path=path, mode=mode).strip()
+            offset += len(raw)
             if not line:
                 continue
             try:
@@ -81,28 +177,52 @@ def _read_jsonl(path: str, field: str) -> Iterable[str]:
             if not isinstance(record, dict) or field not in record:
                 raise ValueError(f"{path}:{line_no}: the record has no field {field!r} "
                                  "(set data.jsonl_field to the field that holds the text).")
-            yield str(record[field])
+            texts.append(str(record[field]))
+    invalid.report(path, "line(s), each a record")
+    return texts
 
 
-def _read_file(path: str, jsonl_field: str) -> Iterable[str]:
+def _read_file(path: str, jsonl_field: str, mode: str) -> list[str]:
     if path.endswith(".txt"):
-        return [_read_text(path)]
+        return _read_text(path, mode)
     if path.endswith(".jsonl"):
-        return _read_jsonl(path, jsonl_field)
+        return _read_jsonl(path, jsonl_field, mode)
     raise ValueError(f"Unsupported data file {path!r}: use .txt (one document per file) "
                      "or .jsonl (one document per line).")
 
 
-def text_files(paths: Iterable[str], *, jsonl_field: str = "text") -> Corpus:
+def _no_text(path: str, jsonl_field: str) -> str:
+    if os.path.getsize(path) == 0:
+        what = "is empty (0 bytes)"
+    elif path.endswith(".txt"):
+        what = "holds only whitespace"
+    else:
+        what = f"has no record with a non-empty {jsonl_field!r} field"
+    # Even among many files, one that adds nothing is most likely a failed copy or export or a
+    # wrong glob, so it is refused rather than skipped.
+    return f"The data file {path} {what}; fill it or remove it from data.files."
+
+
+def text_files(paths: Iterable[str], *, jsonl_field: str = "text", invalid_utf8: str = "warn") -> Corpus:
     """Documents from ``.txt`` files (one per file) and ``.jsonl`` files (one per line).
 
-    ``paths`` may hold globs. Invalid UTF-8 becomes U+FFFD; empty documents are skipped and
-    counted in ``Corpus.skipped_empty``.
+    ``paths`` may hold globs. Raises ValueError naming the file for one that looks binary or
+    holds no non-empty document. Invalid UTF-8 becomes U+FFFD with one warning per file
+    (``invalid_utf8='warn'``), or raises naming the file and byte (``'error'``). Empty
+    records of ``.jsonl`` files are skipped and counted in ``Corpus.skipped_empty``.
     """
+    check_invalid_utf8(invalid_utf8)
     files = expand_paths(paths)
     if not files:
         raise ValueError("No data files given: set data.files to .txt / .jsonl paths or globs.")
-    return _corpus(text for path in files for text in _read_file(path, jsonl_field))
+    documents, skipped = [], 0
+    for path in files:
+        corpus = _corpus(_read_file(path, jsonl_field, invalid_utf8))
+        if not corpus.documents:
+            raise ValueError(_no_text(path, jsonl_field))
+        documents.extend(corpus.documents)
+        skipped += corpus.skipped_empty
+    return Corpus(documents, skipped)
 
 
 def split_documents(documents: list[str], val_fraction: float, split: str) -> list[str]:
