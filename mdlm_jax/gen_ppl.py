@@ -1,41 +1,58 @@
 """Generative perplexity: score generated samples under an evaluator LM (SPEC section 8).
 
 gen PPL = exp(sum of evaluator NLL / number of scored tokens) over all samples, where each sample
-counts up to and including its first EOS and is scored in consecutive non-overlapping windows of
-``context`` tokens (the first token of each window is context only). A low gen PPL alone can mean
-dull, repetitive text, so the mean per-sample unigram entropy is always reported beside it.
+counts up to and including its first EOS: in the evaluator's tokens it is scored as
+[EOS] + its first document + [EOS] if the document ended, the leading EOS being context only
+(GPT-2's convention for a document start). Long documents go in consecutive non-overlapping windows
+of ``context`` tokens (the first token of each window is context only). A low gen PPL alone can
+mean dull, repetitive text, so the mean per-sample unigram entropy is always reported beside it,
+over the same truncated tokens that are scored: the document tokens and the final EOS if any, not
+the leading context token.
 
 Driver: ``python -m mdlm_jax.gen_ppl --evaluator=DIR --samples=samples.jsonl`` where DIR holds a
 Hugging Face GPT-2 (``config.json``, ``model.safetensors``) and its tokenizer files, and each line
-of the JSONL has a ``text`` field (as ``mdlm_jax.sample.write_samples`` writes it). Without
-``--evaluator`` it reports the mean unigram entropy of the samples' own ``token_ids``.
+of the JSONL is one sample as ``mdlm_jax.sample.write_samples`` writes it. A line is scored from
+(``record_samples``): its ``token_ids`` as they are when its ``tokenizer`` is 'gpt2' and the
+evaluator's vocabulary is GPT-2's; else its ``document`` (the first document's text) retokenized,
+with an EOS after it if ``ended``; else (lines with only ``text``: written by hand or by older
+versions) its ``text`` retokenized and cut by the same rule (a leading EOS is context, the sample
+ends with its first EOS). Without ``--evaluator`` it reports the mean unigram entropy of the
+samples' own ``token_ids``, over the same first-document truncation in the model's tokens.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import pathlib
-from typing import Iterable, NamedTuple, Protocol, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdlm_jax.data.tokenizers import Tokenizer, encode_batch, first_document, get_tokenizer, gpt2_tokenizer, reads_files
 from mdlm_jax.models.gpt2 import load_hf_gpt2
 
-GPT2_EOS = "<|endoftext|>"
+# GPT-2's vocabulary: token ids written by a 'gpt2' model are scored as they are under it.
+GPT2_VOCAB_SIZE, GPT2_EOS_ID = 50257, 50256
+# What the reported entropy is taken over, in the printed report.
+EVALUATOR_ENTROPY = "evaluator tokens of each sample's first document and its EOS (the scored tokens)"
+MODEL_ENTROPY = "model tokens ('token_ids') of each sample's first document and its EOS"
 
 
 class GenPPL(NamedTuple):
     ppl: float  # exp(total NLL / num_tokens)
-    entropy: float  # mean per-sample unigram entropy, nats
+    entropy: float  # mean per-sample unigram entropy of the counted tokens, nats
     num_tokens: int  # scored tokens
 
 
-class Encoder(Protocol):
-    def encode(self, text: str) -> list[int]: ...
+class _Specials(NamedTuple):
+    """BOS/EOS ids for ``first_document`` where there is no tokenizer object (the evaluator's ids)."""
+    bos_id: int
+    eos_id: int
 
 
 def unigram_entropy(token_ids) -> float:
@@ -55,11 +72,19 @@ def mean_unigram_entropy(samples: Sequence) -> float:
     return float(np.mean([unigram_entropy(s) for s in samples]))
 
 
-def truncate_at_eos(token_ids, eos_id: int) -> np.ndarray:
-    """The tokens up to and including the first ``eos_id`` (all of them if there is none)."""
-    ids = np.asarray(token_ids, np.int64).ravel()
-    hits = np.flatnonzero(ids == eos_id)
-    return ids[: hits[0] + 1] if hits.size else ids
+def counted_tokens(token_ids, tokenizer) -> np.ndarray:
+    """The tokens a sample counts with, (n,) or (n + 1,) int64: its first document (n tokens,
+    ``first_document``: a leading BOS is context and dropped) and then its EOS if it has one.
+    ``token_ids`` (L,) are in ``tokenizer``'s ids (anything with ``bos_id`` and ``eos_id``)."""
+    doc, ended = first_document(token_ids, tokenizer)
+    return np.asarray(doc + [tokenizer.eos_id] * ended, np.int64)
+
+
+def scored_sequence(token_ids, eos_id: int) -> np.ndarray:
+    """The sequence one sample is scored on, from the sample in the evaluator's ids (L,):
+    [eos_id] + ``counted_tokens`` with BOS = EOS = eos_id, int64 (n + 1,) or (n + 2,). Position 0
+    is context only; a leading eos_id in the sample is that context, not the end of a document."""
+    return np.concatenate([np.asarray([eos_id], np.int64), counted_tokens(token_ids, _Specials(eos_id, eos_id))])
 
 
 def scoring_windows(token_ids: np.ndarray, context: int) -> list[np.ndarray]:
@@ -99,18 +124,19 @@ def _check_against_model(model, windows, context: int):
 
 def generative_perplexity(model, params, samples_token_ids: Iterable, *, eos_id: int,
                           context: int = 1024, batch_size: int = 8) -> GenPPL:
-    """Gen PPL of samples already in the evaluator's token ids, with their mean unigram entropy.
+    """Gen PPL of samples in the evaluator's token ids, with their mean unigram entropy.
 
-    Each sample is cut after its first ``eos_id`` and split into windows of ``context`` tokens;
-    window tokens 1..n-1 are scored given the ones before them. Windows are batched into fixed
-    (batch_size, context) arrays (right-padded, weight 0) so the scorer compiles once.
-    Entropy is taken over each sample as given (before EOS truncation).
+    Each sample (L_i,) becomes its ``scored_sequence`` ([eos_id] + first document + [eos_id] if
+    it ended) and is split into windows of ``context`` tokens; window tokens 1..n-1 are scored
+    given the ones before them. Windows are batched into fixed (batch_size, context) arrays
+    (right-padded, weight 0) so the scorer compiles once. The entropy of each sample is taken
+    over the same truncated tokens (the scored sequence without its leading context token).
     Returns GenPPL(ppl = exp(total NLL / num_tokens), entropy (nats), num_tokens).
     """
-    samples = [np.asarray(s, np.int64).ravel() for s in samples_token_ids]
-    windows = [w for s in samples for w in scoring_windows(truncate_at_eos(s, eos_id), context)]
+    sequences = [scored_sequence(s, eos_id) for s in samples_token_ids]
+    windows = [w for seq in sequences for w in scoring_windows(seq, context)]
     if not windows:
-        raise ValueError("No sample has two or more tokens to score.")
+        raise ValueError("No sample has a token to score: every first document is empty and has no EOS.")
     _check_against_model(model, windows, context)
     scorer = _make_scorer(model)
     total_nll, total_tokens = 0.0, 0
@@ -124,76 +150,103 @@ def generative_perplexity(model, params, samples_token_ids: Iterable, *, eos_id:
         nll = np.asarray(scorer(params, jnp.asarray(tokens), jnp.asarray(weights)), np.float64)
         total_nll += float(nll.sum())  # accumulate across batches in float64
         total_tokens += int(weights.sum())
-    return GenPPL(math.exp(total_nll / total_tokens), mean_unigram_entropy(samples), total_tokens)
+    entropy = mean_unigram_entropy([seq[1:] for seq in sequences])
+    return GenPPL(math.exp(total_nll / total_tokens), entropy, total_tokens)
 
 
-def retokenize(texts: Iterable[str], tokenizer: Encoder) -> list[list[int]]:
-    """Each text as the evaluator's token ids (``tokenizer.encode``; no BOS/EOS added)."""
-    return [list(tokenizer.encode(text)) for text in texts]
+def retokenize(texts: Sequence[str], tokenizer: Tokenizer) -> list[list[int]]:
+    """Each text as the evaluator's token ids (batched ``encode``; no BOS/EOS added)."""
+    return [[int(i) for i in ids] for ids in encode_batch(tokenizer, list(texts))]
 
 
-class GPT2Tokenizer:
-    """``encode``/``decode`` over a ``tokenizers.Tokenizer``; ``<|endoftext|>`` in text is its id."""
-
-    def __init__(self, tokenizer):
-        self._tok = tokenizer
-        self.eos_id = tokenizer.token_to_id(GPT2_EOS)
-        self.vocab_size = tokenizer.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+def is_gpt2_vocabulary(tokenizer: Tokenizer) -> bool:
+    """Whether ``tokenizer`` has GPT-2's vocabulary (its size and EOS id), so 'gpt2' ids need no retokenizing."""
+    return tokenizer.vocab_size == GPT2_VOCAB_SIZE and tokenizer.eos_id == GPT2_EOS_ID
 
 
-def load_gpt2_tokenizer(path) -> GPT2Tokenizer:
-    """GPT-2 byte-level BPE from a local directory: ``tokenizer.json``, else ``vocab.json`` and
-    ``merges.txt`` (or OpenAI's names ``encoder.json`` and ``vocab.bpe``). Never downloads."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def record_samples(records: Sequence[dict], tokenizer: Tokenizer) -> tuple[list[list[int]], list[str]]:
+    """Each JSONL record as one sample in the evaluator's (``tokenizer``'s) ids, ready for
+    ``generative_perplexity``, and the field it came from ('token_ids', 'document' or 'text').
 
-    directory = pathlib.Path(path)
-    if (directory / "tokenizer.json").is_file():
-        return GPT2Tokenizer(Tokenizer.from_file(str(directory / "tokenizer.json")))
-    for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
-        if (directory / vocab).is_file() and (directory / merges).is_file():
-            tok = Tokenizer(models.BPE.from_file(str(directory / vocab), str(directory / merges)))
-            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-            tok.decoder = decoders.ByteLevel()
-            tok.add_special_tokens([GPT2_EOS])  # so the literal text maps to its single id
-            return GPT2Tokenizer(tok)
-    raise FileNotFoundError(f"No GPT-2 tokenizer in {directory}: need tokenizer.json, vocab.json + merges.txt, "
-                            "or encoder.json + vocab.bpe.")
+    'token_ids' are taken as they are (no decode/retokenize round trip) when the record's
+    'tokenizer' is 'gpt2' and the evaluator's vocabulary is GPT-2's. Otherwise 'document' is
+    retokenized and framed as [EOS] + document + [EOS] if 'ended'. Records with only 'text' have
+    it retokenized whole; ``scored_sequence`` then applies the first-EOS rule to it.
+    """
+    direct = is_gpt2_vocabulary(tokenizer)
+    sources, texts = [], []
+    for n, record in enumerate(records):
+        if direct and record.get("tokenizer") == "gpt2" and "token_ids" in record:
+            sources.append("token_ids")
+        elif "document" in record:
+            if "ended" not in record:
+                raise ValueError(f"Sample {n} has a 'document' but no 'ended': write both (as "
+                                 "mdlm_jax.sample does) or only 'text'.")
+            sources.append("document")
+            texts.append(record["document"])
+        elif "text" in record:
+            sources.append("text")
+            texts.append(record["text"])
+        else:
+            raise ValueError(f"Sample {n} has no 'document' or 'text' (nor GPT-2 'token_ids'): nothing to score.")
+    encoded = iter(retokenize(texts, tokenizer))
+    eos = tokenizer.eos_id
+    samples = []
+    for record, source in zip(records, sources):
+        if source == "token_ids":
+            samples.append([int(i) for i in record["token_ids"]])
+        elif source == "document":
+            # The leading EOS stands for the context BOS, so a document that opens with the literal
+            # text of an EOS is not mistaken for that context token.
+            samples.append([eos] + next(encoded) + [eos] * bool(record["ended"]))
+        else:
+            samples.append(next(encoded))
+    return samples, sources
 
 
-def evaluate_texts(texts: Sequence[str], evaluator_dir, *, context: int = 1024, batch_size: int = 8,
-                   dtype=jnp.float32) -> GenPPL:
-    """Loads the evaluator (model and tokenizer from one local directory) and scores ``texts``."""
-    model, params = load_hf_gpt2(evaluator_dir, dtype=dtype)
-    tokenizer = load_gpt2_tokenizer(evaluator_dir)
-    return generative_perplexity(model, params, retokenize(texts, tokenizer), eos_id=tokenizer.eos_id,
-                                 context=context, batch_size=batch_size)
+def _model_tokenizer(name: str, path: str) -> Tokenizer:
+    """The tokenizer a sample's 'tokenizer' field names, for its BOS/EOS ids."""
+    try:
+        return get_tokenizer(name, path=path) if reads_files(name) else get_tokenizer(name)
+    except FileNotFoundError as e:
+        raise SystemExit(f"The samples' tokenizer {name!r} reads its vocabulary from files: pass "
+                         f"--tokenizer_path=DIR or put it in the Hugging Face cache ({e})") from e
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--evaluator", default="",
                         help="local HF GPT-2 directory (weights + tokenizer); without it only the entropy of "
-                             "the samples' own 'token_ids' is reported")
-    parser.add_argument("--samples", required=True, help="JSONL with a 'text' (and 'token_ids') field per line")
+                             "the samples' own 'token_ids' (first document and its EOS) is reported")
+    parser.add_argument("--samples", required=True,
+                        help="JSONL, one sample a line: 'tokenizer', 'token_ids', 'document', 'ended', 'text' "
+                             "(as mdlm_jax.sample writes them), or at least 'text'")
+    parser.add_argument("--tokenizer_path", default="",
+                        help="without --evaluator: the directory of the samples' tokenizer where it reads files "
+                             "(gpt2, bert-base-uncased); default: the local Hugging Face cache")
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--batch_size", type=int, default=8)
     args = parser.parse_args(argv)
     records = [json.loads(line) for line in pathlib.Path(args.samples).read_text().splitlines() if line.strip()]
     if not args.evaluator:
-        if any("token_ids" not in r for r in records):
-            raise SystemExit(f"{args.samples}: without --evaluator every line needs 'token_ids'.")
-        report = dict(entropy=mean_unigram_entropy([r["token_ids"] for r in records]), samples=len(records))
+        for n, record in enumerate(records):
+            missing = [f for f in ("token_ids", "tokenizer") if f not in record]
+            if missing:
+                raise SystemExit(f"{args.samples}: sample {n} has no {missing}. Without --evaluator every line needs "
+                                 "'token_ids' and the 'tokenizer' that wrote them (to find the first document); "
+                                 "pass --evaluator to score its text instead.")
+        tokenizers = {name: _model_tokenizer(name, args.tokenizer_path) for name in {r["tokenizer"] for r in records}}
+        entropy = mean_unigram_entropy([counted_tokens(r["token_ids"], tokenizers[r["tokenizer"]]) for r in records])
+        report = dict(entropy=entropy, entropy_tokens=MODEL_ENTROPY, samples=len(records))
         print(json.dumps(report))
         return report
-    texts = [r["text"] for r in records]
-    result = evaluate_texts(texts, args.evaluator, context=args.context, batch_size=args.batch_size)
-    report = dict(gen_ppl=result.ppl, entropy=result.entropy, tokens=result.num_tokens, samples=len(texts))
+    model, params = load_hf_gpt2(args.evaluator)
+    tokenizer = gpt2_tokenizer(str(args.evaluator))
+    samples, sources = record_samples(records, tokenizer)
+    result = generative_perplexity(model, params, samples, eos_id=tokenizer.eos_id, context=args.context,
+                                   batch_size=args.batch_size)
+    report = dict(gen_ppl=result.ppl, entropy=result.entropy, entropy_tokens=EVALUATOR_ENTROPY,
+                  tokens=result.num_tokens, samples=len(records), scored_from=dict(collections.Counter(sources)))
     print(json.dumps(report))
     return report
 

@@ -33,9 +33,10 @@ def test_gpt2_real_ids(gpt2):
     assert data.model_vocab(gpt2) == (50258, 50257)  # SPEC 1: the mask is appended
     assert gpt2.encode(" Hello") == [18435]  # a leading space is part of the token, no prefix space added
     assert gpt2.encode("a<|endoftext|>b") == [64, 50256, 65]  # the special token's text maps to its id
-    assert gpt2.decode([15496, 995, 50256, 50257]) == "Hello world"  # EOS and the mask id are skipped
-    text = "Masked diffusion, naïve café — 漢字 ✓\n\n  spaces"
-    assert gpt2.decode(gpt2.encode(text)) == text
+    # The decode rule: EOS is written as its text, the appended mask id is dropped.
+    assert gpt2.decode([50256, 15496, 995, 50256, 50257]) == "<|endoftext|>Hello world<|endoftext|>"
+    for text in ("Masked diffusion, naïve café — 漢字 ✓\n\n  spaces", "one<|endoftext|>two"):
+        assert gpt2.decode(gpt2.encode(text)) == text
 
 
 @needs_bert
@@ -45,7 +46,8 @@ def test_bert_real_ids(bert):
     assert bert.encode("Hello") == [7592]
     assert bert.encode("Hello world.") == [7592, 2088, 1012]  # no [CLS]/[SEP]: the packer adds them
     assert bert.encode("Café [MASK]") == [7668, 103]  # lower-cased, accents stripped, specials kept
-    assert bert.decode([101, 7592, 2088, 1012, 102, 0, 0]) == "hello world."
+    # The decode rule: [CLS] (BOS) and [SEP] (EOS) are written, [PAD] is dropped.
+    assert bert.decode([101, 7592, 2088, 1012, 102, 0, 0]) == "[CLS] hello world. [SEP]"
 
 
 @needs_gpt2
@@ -78,6 +80,25 @@ def test_text8_official_ids():
     assert tok.decode([0, 1, 2, 15, 12, 19, 19, 22, 34, 4, 5]) == "hello "  # specials skipped
     assert tok.decode(tok.encode("the quick brown fox")) == "the quick brown fox"
     np.testing.assert_array_equal(tok.encode_batch(["ab"])[0], [8, 9])
+
+
+def test_first_document_drops_a_leading_bos_and_stops_at_the_first_eos():
+    tok = data.get_tokenizer("bytes")  # BOS 256, EOS 257
+    h, i = 104, 105
+    assert tok_lib.first_document([256, h, i, 257, h, 257], tok) == ([h, i], True)
+    assert tok_lib.first_document(np.array([h, 257, i]), tok) == ([h], True)  # no BOS, numpy input
+    assert tok_lib.first_document([256, h, i], tok) == ([h, i], False)
+    assert tok_lib.first_document([257, h], tok) == ([], True)
+    assert tok_lib.first_document([h, 256, i], tok) == ([h, 256, i], False)  # only a LEADING BOS is context
+    assert tok_lib.first_document([], tok) == ([], False)
+
+
+@needs_gpt2
+def test_first_document_with_bos_equal_to_eos(gpt2):
+    # GPT-2: BOS == EOS == 50256, so only position 0 is the BOS; a second 50256 ends the document.
+    assert tok_lib.first_document([50256, 15496, 995, 50256, 15496], gpt2) == ([15496, 995], True)
+    assert tok_lib.first_document([50256, 50256, 995], gpt2) == ([], True)
+    assert tok_lib.first_document([15496, 995], gpt2) == ([15496, 995], False)
 
 
 def test_missing_vocabulary_is_named(tmp_path, monkeypatch):

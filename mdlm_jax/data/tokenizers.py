@@ -26,6 +26,15 @@ class Tokenizer(Protocol):
     ``name`` identifies the vocabulary (it keys the token cache, so two tokenizers with different
     vocabularies must not share a name). ``mask_id`` is None when the vocabulary has no mask
     token; ``model_vocab`` then appends one.
+
+    The decode rule, the same for every tokenizer: BOS and EOS are written as their literal text
+    where the vocabulary has one (GPT-2 ``<|endoftext|>``, BERT ``[CLS]`` / ``[SEP]``), so that
+    document boundaries in a sample stay visible and ``encode`` maps them back to their ids; pad
+    ids (unless the pad is also BOS/EOS, as in GPT-2), the appended mask id and any id outside
+    the vocabulary are dropped; every other id is written as its text. The byte and text8
+    tokenizers have no text for their specials and drop them all. So ``decode(encode(text)) ==
+    text`` for the GPT-2 and byte tokenizers, even where the text holds ``<|endoftext|>``; BERT and
+    text8 lower-case. ``first_document`` finds a sample's first document in its ids.
     """
 
     name: str
@@ -39,7 +48,7 @@ class Tokenizer(Protocol):
         """Token ids of ``text``, without BOS/EOS (the packer adds those)."""
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``; special and out-of-vocabulary ids are skipped."""
+        """Text of ``ids`` by the decode rule above (BOS/EOS written where they have text)."""
 
 
 def encode_batch(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
@@ -49,6 +58,22 @@ def encode_batch(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]
     if batched is not None:
         return batched(texts)
     return [np.asarray(tokenizer.encode(t), np.int64) for t in texts]
+
+
+def first_document(token_ids, tokenizer) -> tuple[list[int], bool]:
+    """The first document of one sample: (its token ids, whether an EOS ended it).
+
+    ``token_ids`` (L,) is one sample in ``tokenizer``'s ids (anything with ``bos_id`` and
+    ``eos_id``). A leading BOS is dropped: it is context, as every training block starts with
+    one. Then come the tokens up to, not including, the first EOS; ``ended`` says whether there
+    was one. With BOS == EOS (GPT-2's 50256) only position 0 is taken for the BOS.
+    """
+    ids = [int(i) for i in np.asarray(token_ids).ravel()]
+    if ids and ids[0] == tokenizer.bos_id:
+        ids = ids[1:]
+    if tokenizer.eos_id in ids:
+        return ids[:ids.index(tokenizer.eos_id)], True
+    return ids, False
 
 
 class ByteTokenizer:
@@ -137,8 +162,11 @@ class HFTokenizer:
         return [np.asarray(e.ids, np.int64) for e in encodings]
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids if 0 <= int(i) < self.vocab_size]  # drops an appended mask id
-        return self._tok.decode(ids, skip_special_tokens=True)
+        # The protocol's decode rule: pads go (GPT-2's pad is its EOS, which stays), and so do the
+        # appended mask id and anything else outside the vocabulary; BOS/EOS keep their text.
+        dropped = {self.pad_id} - {self.bos_id, self.eos_id}
+        ids = [int(i) for i in ids if 0 <= int(i) < self.vocab_size and int(i) not in dropped]
+        return self._tok.decode(ids, skip_special_tokens=False)
 
 
 def hf_hub_cache() -> str:
