@@ -117,7 +117,8 @@ class Block(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """LN -> adaLN (shift, scale) modulation (skipped for AR) -> Linear(D, V); logits float32."""
+    """LN -> adaLN (shift, scale) modulation (skipped for AR) -> Linear(D, V); the projection runs in
+    ``dtype`` with float32 accumulation and output, so bfloat16 compute never rounds the logits."""
 
     vocab_size: int
     dtype: Any
@@ -132,16 +133,15 @@ class FinalLayer(nn.Module):
             x = modulate(x, shift, scale)
         if not project:
             return x
-        logits = Dense(self.vocab_size, ("embed", "vocab"), zero_init=True, dtype=self.dtype,
-                       name="linear")(x)
-        return logits.astype(jnp.float32)
+        return Dense(self.vocab_size, ("embed", "vocab"), zero_init=True, dtype=self.dtype,
+                     out_dtype=jnp.float32, name="linear")(x)
 
 
 def project_hidden(model: "DiT", params, hidden):
     """The output layer's projection of ``DiT(return_hidden=True)``'s output (the fused loss applies
     it chunk by chunk): hidden (..., D) -> logits (..., V) float32, as ``FinalLayer`` computes them."""
     linear = params["output_layer"]["linear"]
-    return layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype).astype(jnp.float32)
+    return layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32)
 
 
 class DiT(nn.Module):

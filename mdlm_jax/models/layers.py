@@ -82,10 +82,15 @@ class LayerNorm(nn.Module):
         return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale
 
 
-def linear(x, kernel, bias, dtype):
-    """x (..., D) @ kernel (D, F) + bias (F,) (or None) with both operands cast to ``dtype``: (..., F)."""
-    y = jnp.dot(x.astype(dtype), kernel.astype(dtype))
-    return y if bias is None else y + bias.astype(dtype)
+def linear(x, kernel, bias, dtype, out_dtype=None):
+    """x (..., D) @ kernel (D, F) + bias (F,) (or None) with both operands cast to ``dtype``: (..., F).
+
+    ``out_dtype`` (e.g. float32 for logits) is the matmul's accumulation and output dtype and the
+    dtype the bias is added in; None keeps ``dtype``.
+    """
+    out_dtype = out_dtype or dtype
+    y = jnp.dot(x.astype(dtype), kernel.astype(dtype), preferred_element_type=out_dtype)
+    return y if bias is None else y + bias.astype(out_dtype)
 
 
 class Dense(nn.Module):
@@ -99,6 +104,7 @@ class Dense(nn.Module):
     use_bias: bool = True
     zero_init: bool = False
     dtype: Dtype = jnp.float32
+    out_dtype: Dtype = None  # see ``linear``
 
     @nn.compact
     def __call__(self, x):
@@ -106,4 +112,4 @@ class Dense(nn.Module):
         init = nn.initializers.zeros if self.zero_init else torch_linear_init(fan_in)
         kernel = self.param("kernel", partitioned(init, self.names), (fan_in, self.features))
         bias = self.param("bias", partitioned(init, self.names[1:]), (self.features,)) if self.use_bias else None
-        return linear(x, kernel, bias, self.dtype)
+        return linear(x, kernel, bias, self.dtype, self.out_dtype)

@@ -1,0 +1,52 @@
+"""Logits are float32 even when the model computes in bfloat16 (DESIGN: logits with float32
+accumulation): the output projection accumulates and returns float32, never rounding to bfloat16."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mdlm_jax.diffusion import losses
+from mdlm_jax.models import DiT, dit
+
+
+def _model_and_params():
+    model = DiT(vocab_size=97, hidden_size=64, cond_dim=16, n_blocks=1, n_heads=2, dropout=0.0, dtype=jnp.bfloat16)
+    tokens = jax.random.randint(jax.random.key(0), (2, 8), 0, 96)
+    params = nn.meta.unbox(model.init(jax.random.key(1), tokens, jnp.zeros((2,)))["params"])
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    params = tree.unflatten([jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+    return model, params, tokens
+
+
+def _reference(model, params, tokens):
+    """The output layer's input in float32, then the projection of its bfloat16-rounded operands in float64."""
+    hidden = model.apply({"params": params}, tokens, jnp.zeros((2,)), return_hidden=True)
+    linear = params["output_layer"]["linear"]
+    as_f64 = lambda x: np.asarray(jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32), np.float64)  # noqa: E731
+    return as_f64(hidden) @ as_f64(linear["kernel"]) + np.asarray(linear["bias"], np.float64)
+
+
+def test_bfloat16_model_gives_float32_logits_accumulated_in_float32():
+    model, params, tokens = _model_and_params()
+    logits = model.apply({"params": params}, tokens, jnp.zeros((2,)))
+    assert logits.dtype == jnp.float32
+    want = _reference(model, params, tokens)
+    scale = np.abs(want).max()
+    # bfloat16 output rounding alone would be up to 2^-9 of the largest logit; float32 accumulation is ~1e-6.
+    np.testing.assert_allclose(np.asarray(logits, np.float64), want, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("chunk", [3, 8])
+def test_the_fused_loss_projects_in_float32_too(chunk):
+    model, params, tokens = _model_and_params()
+    hidden = model.apply({"params": params}, tokens, jnp.zeros((2,)), return_hidden=True)
+    project = lambda h: dit.project_hidden(model, params, h)  # noqa: E731
+    assert project(hidden).dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(project(hidden), np.float64), _reference(model, params, tokens),
+                               atol=1e-5 * np.abs(_reference(model, params, tokens)).max())
+    fused = losses.chunked_token_nll(hidden, project, tokens, 96, chunk)
+    full = losses.token_nll(model.apply({"params": params}, tokens, jnp.zeros((2,))), tokens, 96)
+    np.testing.assert_allclose(fused, full, rtol=1e-6, atol=1e-5)
