@@ -37,8 +37,8 @@ def evaluate(s, state, *, step: int | None = None, batches=None, name: str = "ev
 
     Continuous time unless ``diffusion.num_steps`` > 0; ``eval.num_t`` independent time samples
     per sequence (averaged; 1 is the paper's protocol) with the configured time sampler; EMA
-    weights unless ``eval.use_ema`` is False; seed ``eval.seed`` so that bounds are comparable
-    across checkpoints. For the AR model this is the exact NLL. Returns nelbo (nats/token) with its
+    weights unless ``eval.use_ema`` is False (``state``: a TrainState or ``task.Weights``); the
+    eval stream of seed ``eval.seed`` so that bounds are comparable across checkpoints. For the AR model this is the exact NLL. Returns nelbo (nats/token) with its
     standard error, ppl, bpd, tokens.
 
     ``batches``: a finite, re-iterable sequence (with ``len``) of this process's slices of global
@@ -49,7 +49,7 @@ def evaluate(s, state, *, step: int | None = None, batches=None, name: str = "ev
     cfg = s.cfg
     params = state.ema_params if cfg.eval.use_ema else state.params
     fn = _eval_fn(s)
-    key = jax.random.key(cfg.eval.seed)
+    key = task_lib.rng_streams(jax.random.key(cfg.eval.seed)).eval
     if batches is None:
         batches = data.make_eval_batches(cfg.data, global_batch_size=cfg.eval.batch_size,
                                          process_index=jax.process_index(), process_count=jax.process_count())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -22,7 +22,35 @@ from mdlm_jax.diffusion import losses
 from mdlm_jax.diffusion.schedules import NoiseSchedule, get_schedule
 from mdlm_jax.models import DiT, dit
 
-_SOBOL_STREAM = 0x5B01  # the Sobol shift key is fixed for the run so the sequence continues
+
+class Streams(NamedTuple):
+    """Independent keys split once from a seed: parameter init, the per-step draws (folded with the
+    step number), the Sobol sequence's shift (fixed for the run so the sequence continues across
+    steps) and evaluation (folded with the batch index)."""
+
+    init: jax.Array
+    step: jax.Array
+    sobol: jax.Array
+    eval: jax.Array
+
+
+def rng_streams(rng) -> Streams:
+    """The four streams of ``rng`` (raw (2,) uint32 key data, as the TrainState stores it, or a typed key)."""
+    key = rng if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(rng)
+    return Streams(*jax.random.split(key, 4))
+
+
+def step_keys(rng, step):
+    """(noise, dropout) keys of train step ``step`` (the number of updates before it) from the state's rng."""
+    return tuple(jax.random.split(jax.random.fold_in(rng_streams(rng).step, step)))
+
+
+class Weights(NamedTuple):
+    """The parameter trees evaluation and sampling read; restored without the optimizer state (a
+    tree the mode does not read may be None)."""
+
+    params: Any
+    ema_params: Any
 
 
 @flax.struct.dataclass
@@ -77,7 +105,7 @@ def prepare(task: Task, batch: dict, rng, sobol_rng, sobol_offset=0) -> dict:
     c = losses.corrupt(rng, x0, schedule=task.schedule, mask_id=task.mask_id, time_sampler=d.time_sampler,
                        sampling_eps=d.sampling_eps, num_steps=d.num_steps, sobol_rng=sobol_rng,
                        sobol_offset=sobol_offset)
-    return dict(x0=x0, am=am, xt=c.xt, sigma=c.sigma, weight=c.weight)
+    return dict(x0=x0, am=am, xt=c.xt, sigma=c.sigma, weight=c.weight, t=c.t)
 
 
 def _outputs(task: Task, params, tokens, sigma, *, train: bool, rng):
@@ -117,10 +145,8 @@ def _split_microbatches(ex: dict, m: int) -> dict:
 def train_step(state: TrainState, batch: dict, *, task: Task, optimizer: optax.GradientTransformation):
     """One optimizer update on the global batch (gradient accumulation over microbatches)."""
     cfg = task.cfg
-    base = jax.random.wrap_key_data(state.rng)
-    noise_rng, dropout_rng = jax.random.split(jax.random.fold_in(base, state.step))
-    ex = prepare(task, batch, noise_rng, jax.random.fold_in(base, _SOBOL_STREAM),
-                 state.step * batch["input_ids"].shape[0])
+    noise_rng, dropout_rng = step_keys(state.rng, state.step)
+    ex = prepare(task, batch, noise_rng, rng_streams(state.rng).sobol, state.step * batch["input_ids"].shape[0])
     grad_fn = jax.value_and_grad(functools.partial(loss_sums, task, train=True), has_aux=True)
     m = cfg.train.microbatches
     if m == 1:
@@ -143,21 +169,23 @@ def train_step(state: TrainState, batch: dict, *, task: Task, optimizer: optax.G
     ema = optim.ema_update(state.ema_params, params, step, cfg.train.ema) if cfg.train.ema else params
     metrics = dict(loss=loss_sum / denom, grad_norm=optax.tree.norm(grads), tokens=tokens,
                    lr=optim.learning_rate_schedule(cfg.optim)(state.step))
+    if "t" in ex:
+        metrics["t"] = ex["t"]  # (B,): the diffusion times drawn, for the loss-by-t diagnostic and tests
     return state.replace(step=step, params=params, opt_state=opt_state, ema_params=ema), metrics
 
 
 def eval_step(params, batch: dict, rng, *, task: Task) -> dict:
     """Per-sequence sums for the PPL bound: loss (B,) = NELBO (or AR NLL) summed over each row's
-    tokens, tokens (B,) = each row's number of loss tokens."""
-    ex = prepare(task, batch, rng, jax.random.fold_in(rng, _SOBOL_STREAM))
+    tokens, tokens (B,) = each row's number of loss tokens. ``rng``: this batch's key of the eval stream."""
+    noise_rng, sobol_rng = jax.random.split(rng)
+    ex = prepare(task, batch, noise_rng, sobol_rng)
     out = token_losses(task, params, ex, train=False)
     weights = ex["am"][:, 1:] if task.is_ar else ex["am"]
     return dict(loss=out.token_loss.sum(-1), tokens=weights.sum(-1))
 
 
 def _init_boxed(task: Task, optimizer, rng, seq_len: int) -> TrainState:
-    key = jax.random.wrap_key_data(rng)
-    params = task.model.init(jax.random.fold_in(key, 1), jnp.zeros((1, seq_len), jnp.int32), jnp.zeros((1,)))["params"]
+    params = task.model.init(rng_streams(rng).init, jnp.zeros((1, seq_len), jnp.int32), jnp.zeros((1,)))["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                       ema_params=params, rng=rng)
 

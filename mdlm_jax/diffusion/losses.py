@@ -117,11 +117,13 @@ def masked_diffusion_loss(logits, x0, xt, weight, attention_mask, mask_id: int,
 
 
 class Corrupted(NamedTuple):
-    """xt: (B, L) noised tokens; sigma: (B,) total noise given to the denoiser; weight: (B,) NELBO weight."""
+    """xt: (B, L) noised tokens; sigma: (B,) total noise given to the denoiser; weight: (B,) NELBO
+    weight; t: (B,) the diffusion times drawn."""
 
     xt: jax.Array
     sigma: jax.Array
     weight: jax.Array
+    t: jax.Array
 
 
 def corrupt(rng, x0, *, schedule: NoiseSchedule, mask_id: int, time_sampler: str = "antithetic",
@@ -143,7 +145,7 @@ def corrupt(rng, x0, *, schedule: NoiseSchedule, mask_id: int, time_sampler: str
         weight = discrete_weight(schedule, t, num_steps)
     else:
         weight = continuous_weight(sigma, dsigma)
-    return Corrupted(xt, sigma, weight)
+    return Corrupted(xt, sigma, weight, t)
 
 
 def diffusion_loss(denoise_fn: Callable, x0, attention_mask, rng, *, schedule: NoiseSchedule,
