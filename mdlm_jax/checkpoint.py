@@ -125,10 +125,29 @@ class Checkpointer:
             return None
         args = ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target), DATA: ocp.args.JsonRestore(),
                                      CONFIG: ocp.args.JsonRestore()})
+
+        def restore_one(s):
+            self._check_tree(s, target)
+            return self._manager.restore(s, args=args)
+
         good, restored, self._unreadable = _newest_restorable(
-            sorted([step] if step is not None else steps, reverse=True),
-            lambda s: self._manager.restore(s, args=args), self.directory)
+            sorted([step] if step is not None else steps, reverse=True), restore_one, self.directory)
         return restored[STATE], restored[DATA], good
+
+    def _check_tree(self, step: int, target) -> None:
+        """A checkpoint of another model (another size, objective or vocabulary) is named as such,
+        with the fix, instead of orbax's tree-mismatch traceback."""
+        checkpointer = _partial_checkpointer()
+        try:
+            try:
+                tree = checkpointer.metadata(self.directory / str(step)).item_metadata[STATE].tree
+            except Exception:  # unreadable metadata: let the restore report the corruption
+                return
+            _check_same_arrays(tree, target, f"{self.directory / str(step)}",
+                               fix="it holds another model: train in another workdir, or delete its "
+                                   "checkpoints/ to start over")
+        finally:
+            checkpointer.close()
 
     def close(self):
         """Waits for the last save, then releases orbax's threads."""
@@ -153,12 +172,14 @@ class Checkpointer:
                       step, self.directory, self.all_steps())
 
 
-def restore_params(path: str, abstract_params, *, use_ema: bool = True):
+def restore_params(path: str, abstract_params, *, use_ema: bool = True, step: int | None = None):
     """The EMA params (``use_ema``) or raw params of a checkpoint, restored into
-    ``abstract_params``' shardings: for fine-tuning from an init checkpoint.
+    ``abstract_params``' shardings, without the optimizer state: for evaluation, sampling and
+    fine-tuning from an init checkpoint.
 
-    ``path``: a workdir, its ``checkpoints`` directory, or one step directory. Falls back past
-    unreadable steps as ``Checkpointer.restore`` does; a tree that differs from
+    ``path``: a workdir, its ``checkpoints`` directory, or one step directory. Without ``step`` it
+    falls back past unreadable steps as ``Checkpointer.restore`` does; an explicit ``step`` is
+    restored or raises FileNotFoundError listing the steps there. A tree that differs from
     ``abstract_params`` raises a ValueError naming the step directory.
     """
     key = "ema_params" if use_ema else "params"
@@ -173,10 +194,50 @@ def restore_params(path: str, abstract_params, *, use_ema: bool = True):
         return _restore_entries(checkpointer, step_dir, (key,), args)
 
     try:
-        _, restored, _ = _newest_restorable(_step_dirs(path), restore_one, path)
+        _, restored, _ = _newest_restorable(_select_steps(path, step), restore_one, path)
     finally:
         checkpointer.close()
     return restored[STATE][key]
+
+
+def has_checkpoint(path: str) -> bool:
+    """Whether ``path`` (a workdir, its checkpoints directory or a step directory) holds a finalized
+    checkpoint step; creates nothing."""
+    return bool(_step_dirs(path, missing_ok=True))
+
+
+def saved_config(path: str, *, step: int | None = None) -> tuple[dict | None, int]:
+    """(the config saved with a checkpoint step, or None if it has none; the step): the newest
+    readable step unless ``step``. Raises FileNotFoundError when ``path`` holds no checkpoint (or
+    not that step); creates nothing."""
+    checkpointer = _partial_checkpointer()
+
+    def read(step_dir):
+        if not (step_dir / CONFIG).is_dir():
+            return None
+        return checkpointer.restore(step_dir, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))[CONFIG]
+
+    try:
+        step_dir, config, _ = _newest_restorable(_select_steps(path, step), read, path, agree=False)
+    finally:
+        checkpointer.close()
+    return config, _step_number(step_dir)
+
+
+def _select_steps(path, step: int | None) -> list[epath.Path]:
+    """The step directories to try, newest first: all of them, or only ``step``."""
+    step_dirs = _step_dirs(path)
+    if step is None:
+        return step_dirs
+    found = [d for d in step_dirs if d.name == str(step)]
+    if not found:
+        steps = sorted(int(d.name) for d in step_dirs if d.name.isdigit())
+        raise FileNotFoundError(f"No checkpoint step {step} in {path} (steps: {steps}).")
+    return found
+
+
+def _step_number(step_dir: epath.Path) -> int:
+    return int(step_dir.name) if step_dir.name.isdigit() else -1
 
 
 def restore_numpy(path: str, keys=("ema_params",), *, step: int | None = None) -> tuple[dict, dict | None, int]:
@@ -188,13 +249,7 @@ def restore_numpy(path: str, keys=("ema_params",), *, step: int | None = None) -
     newest readable step (falling back past unreadable ones); an explicit ``step`` is restored or
     raises FileNotFoundError listing the steps there. Runs on the calling process only.
     """
-    step_dirs = _step_dirs(path)
-    if step is not None:
-        found = [d for d in step_dirs if d.name == str(step)]
-        if not found:
-            steps = sorted(int(d.name) for d in step_dirs if d.name.isdigit())
-            raise FileNotFoundError(f"No checkpoint step {step} in {path} (steps: {steps})")
-        step_dirs = found
+    step_dirs = _select_steps(path, step)
     checkpointer = _partial_checkpointer()
 
     def as_numpy(saved):
@@ -208,7 +263,7 @@ def restore_numpy(path: str, keys=("ema_params",), *, step: int | None = None) -
     finally:
         checkpointer.close()
     config = restored[CONFIG] if CONFIG in restored.keys() else None
-    return {k: restored[STATE][k] for k in keys}, config, int(step_dir.name) if step_dir.name.isdigit() else -1
+    return {k: restored[STATE][k] for k in keys}, config, _step_number(step_dir)
 
 
 def _restore_entries(checkpointer, step_dir, keys, make_args: Callable, json_items=()):
@@ -230,14 +285,22 @@ def _restore_entries(checkpointer, step_dir, keys, make_args: Callable, json_ite
     return checkpointer.restore(step_dir, args=ocp.args.Composite(**items))
 
 
-def _check_same_arrays(saved, target, where):
+def _check_same_arrays(saved, target, where, fix: str = ""):
     """Saved array metadata vs the target: the same key paths and shapes."""
-    have = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(saved)}
-    want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(target)}
+    have = {_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(saved)}
+    want = {_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(target)}
     if have != want:
         diff = sorted(f"{k}: saved {have.get(k, 'nothing')}, wanted {want.get(k, 'nothing')}"
                       for k in have.keys() | want.keys() if have.get(k) != want.get(k))
-        raise _NotInCheckpoint(f"The checkpoint {where} does not match the model: {diff[:8]}")
+        more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
+        raise _NotInCheckpoint(f"The checkpoint {where} does not match the model: {diff[:8]}{more}"
+                               + (f"; {fix}." if fix else ""))
+
+
+def _path(key_path) -> str:
+    """'ema_params/blocks_0/attn/attn_qkv': the same for a dataclass field and the dict key orbax's
+    metadata has in its place."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in key_path)
 
 
 class _NotInCheckpoint(ValueError):

@@ -59,6 +59,8 @@ def default_config() -> ml_collections.ConfigDict:
         source="embedded",
         files=(),              # .txt / .jsonl paths or globs when source == 'files'
         jsonl_field="text",    # the text field of .jsonl records ('files', and OpenWebText as .jsonl)
+        # 'files': invalid UTF-8 is 'warn' (replaced by U+FFFD, the bytes counted and reported) or 'error'
+        invalid_utf8="warn",
         path="",               # a paper dataset's local copy in its public layout; '' = tfds, then the HF caches
         # TensorFlow Datasets dir tried next: an ArrayRecord copy (`tfds build lm1b --file_format=array_record`,
         # read without TensorFlow); '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
@@ -142,6 +144,133 @@ def default_config() -> ml_collections.ConfigDict:
         heartbeat_timeout_seconds=100,
     ))
     return c
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+    """The defaults as a config file: what ``--config`` loads when only a workdir is given."""
+    return apply_arg(default_config(), arg)
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+OPEN_FIELDS = ("diffusion.schedule_params",)  # dicts whose keys depend on another field: taken whole
+
+
+def flatten(cfg) -> dict:
+    """{'a.b': value} of every leaf of a config (or its dict); fields of ``OPEN_FIELDS`` are one leaf
+    (a dict), lists become tuples (a config saved as JSON has lists where the schema has tuples)."""
+    out = {}
+
+    def walk(prefix, node):
+        for k, v in node.items():
+            path = f"{prefix}{k}"
+            if isinstance(v, (dict, ml_collections.ConfigDict)) and path not in OPEN_FIELDS:
+                walk(path + ".", v)
+            elif isinstance(v, (dict, ml_collections.ConfigDict)):
+                out[path] = dict(v)
+            else:
+                out[path] = tuple(v) if isinstance(v, list) else v
+
+    walk("", cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg)
+    return out
+
+
+def set_field(cfg, path: str, value) -> None:
+    """Sets ``cfg``'s field at dotted ``path`` (an ``OPEN_FIELDS`` dict replaces the whole entry)."""
+    *parents, leaf = path.split(".")
+    node = cfg
+    for name in parents:
+        node = node[name]
+    if path in OPEN_FIELDS:
+        with node.unlocked():
+            node[leaf] = ml_collections.ConfigDict(dict(value))
+        return
+    if isinstance(node[leaf], float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # JSON writes 1.0 as 1
+    node[leaf] = value
+
+
+def from_saved(saved: dict) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """A config saved with a checkpoint (``cfg.to_dict()`` through JSON) over today's defaults:
+    fields added since take their defaults. Returns (config, saved fields this version does not
+    know, which are dropped)."""
+    cfg = default_config()
+    known = flatten(cfg)
+    unknown = []
+    for path, value in flatten(saved).items():
+        if path not in known:
+            unknown.append(path)
+        else:
+            set_field(cfg, path, value)
+    return cfg, unknown
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def validate(cfg, mode: str = "train") -> None:
+    """Start-up checks of the values no later stage can recover from, each a ValueError naming the
+    field and the fix; run before any compile. ``mode``: 'train', 'eval', 'zero_shot' or 'sample'
+    (the sampler settings are checked where they will be used: sample mode, or
+    ``train.sample_at_end``)."""
+    from mdlm_jax.diffusion import process, sampling, schedules  # pylint: disable=import-outside-toplevel
+
+    t, o, e, m, d = cfg.train, cfg.optim, cfg.eval, cfg.model, cfg.diffusion
+    _check(t.steps >= 1, f"train.steps must be >= 1 (got {t.steps}): the number of optimizer steps to train to.")
+    for name in ("log_every", "eval_every", "checkpoint_every"):
+        _check(t[name] >= 0, f"train.{name} must be >= 0 (0 turns it off), got {t[name]}.")
+    _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}.")
+    for name, value in (("train.batch_size", t.batch_size), ("train.microbatches", t.microbatches),
+                        ("eval.batch_size", e.batch_size), ("eval.num_t", e.num_t),
+                        ("sample.num_samples", cfg.sample.num_samples), ("data.seq_len", cfg.data.seq_len)):
+        _check(value >= 1, f"{name} must be >= 1, got {value}.")
+    _check(o.lr >= 0, f"optim.lr must be >= 0, got {o.lr}.")
+    _check(o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}.")
+    _check(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables clipping), got {o.grad_clip}.")
+    _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}.")
+    _check(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1 and beta2 must lie in [0, 1), got {o.beta1}, "
+           f"{o.beta2}.")
+    _check(o.eps > 0, f"optim.eps must be > 0, got {o.eps}.")
+    _check(o.schedule in ("constant", "cosine"), f"Unknown optim.schedule {o.schedule!r}; choose 'constant' or "
+           "'cosine'.")
+    _check(0 <= t.ema < 1, f"train.ema must lie in [0, 1) (0 disables the EMA), got {t.ema}.")
+    _check(m.dtype in COMPUTE_DTYPES, f"model.dtype {m.dtype!r} is not a compute dtype; choose one of "
+           f"{list(COMPUTE_DTYPES)}.")
+    _check(isinstance(m.loss_chunk, int) and m.loss_chunk >= 0,
+           f"model.loss_chunk must be an integer >= 0 (0 = unfused logits), got {m.loss_chunk!r}.")
+    _check(d.parameterization in ("subs", "ar"), f"Unknown diffusion.parameterization {d.parameterization!r}; "
+           "choose 'subs' or 'ar'.")
+    _check(d.schedule in schedules.SCHEDULES, f"Unknown diffusion.schedule {d.schedule!r}; choose one of "
+           f"{sorted(schedules.SCHEDULES)}.")
+    _check(d.time_sampler in process.TIME_SAMPLERS, f"Unknown diffusion.time_sampler {d.time_sampler!r}; "
+           f"choose one of {list(process.TIME_SAMPLERS)}.")
+    _check(d.num_steps >= 0, f"diffusion.num_steps must be >= 0 (0 = continuous time), got {d.num_steps}.")
+    _check(0 <= d.sampling_eps < 1, f"diffusion.sampling_eps must lie in [0, 1), got {d.sampling_eps}.")
+    if mode == "sample" or (mode == "train" and t.sample_at_end):
+        _validate_sampler(cfg, sampling)
+
+
+def _validate_sampler(cfg, sampling) -> None:
+    c, ar = cfg.sample, cfg.diffusion.parameterization == "ar"
+    where = "sample" if not cfg.train.sample_at_end else "sample (train.sample_at_end)"
+    _check(c.predictor in sampling.ALL_PREDICTORS, f"Unknown {where}.predictor {c.predictor!r}; choose one of "
+           f"{list(sampling.ALL_PREDICTORS)}.")
+    _check(c.temperature > 0, f"sample.temperature must be > 0, got {c.temperature}.")
+    _check(0 < c.top_p <= 1, f"sample.top_p must lie in (0, 1], got {c.top_p}.")
+    _check(c.noise in sampling.NOISES, f"Unknown sample.noise {c.noise!r}; choose one of {list(sampling.NOISES)}.")
+    _check(c.num_steps >= 1, f"sample.num_steps must be >= 1, got {c.num_steps}.")
+    _check(c.num_strides >= 0, f"sample.num_strides must be >= 0, got {c.num_strides}.")
+    if c.num_strides:
+        _check(1 <= c.stride <= cfg.data.seq_len, f"sample.stride must lie in [1, data.seq_len = "
+               f"{cfg.data.seq_len}], got {c.stride}.")
+    if ar:
+        _check(not c.suffix and not c.num_strides, "The AR baseline samples left to right: sample.suffix "
+               "(infilling) and sample.num_strides (semi-autoregressive strides) need a diffusion model; "
+               "unset them.")
+    elif c.predictor == "ddpm_cache" and cfg.diffusion.schedule != "loglinear":
+        raise ValueError(f"sample.predictor 'ddpm_cache' assumes the loglinear schedule; the model uses "
+                         f"{cfg.diffusion.schedule!r}: use sample.predictor 'ddpm' or 'first_hitting'.")
 
 
 def set_model_size(cfg, size: str) -> None:

@@ -136,15 +136,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def check_batch_size(global_batch: int, mesh: Mesh, microbatches: int = 1) -> None:
-    """Fails early when the global batch cannot be split over processes, devices and microbatches."""
+def check_batch_size(global_batch: int, mesh: Mesh, microbatches: int = 1, *, name: str = "Global batch size") -> None:
+    """Fails early when the global batch cannot be split over processes, devices and microbatches;
+    ``name`` is the config field the message names."""
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if global_batch % jax.process_count():
-        raise ValueError(f"Global batch size ({global_batch}) must be divisible by the number of "
+        raise ValueError(f"{name} ({global_batch}) must be divisible by the number of "
                          f"processes ({jax.process_count()}).")
     if global_batch % microbatches or (global_batch // microbatches) % shards:
-        raise ValueError(f"Global batch size ({global_batch}) / microbatches ({microbatches}) must be "
-                         f"divisible by the data x fsdp devices ({shards}).")
+        raise ValueError(f"{name} ({global_batch}) / microbatches ({microbatches}) must be divisible by the data "
+                         f"x fsdp devices "
+                         f"({shards}, mesh {dict(mesh.shape)}): use a multiple of {shards * microbatches}.")
 
 
 def make_global_batch(local_batch: dict, sharding: NamedSharding) -> dict:

@@ -23,6 +23,10 @@ class TrainingDiverged(RuntimeError):
     """The loss or gradient norm became NaN or inf."""
 
 
+class StartupError(ValueError):
+    """A problem found before the first step (data, checkpoint, batch sizes), named with its fix."""
+
+
 @dataclasses.dataclass
 class Setup:
     """Everything the modes share, built once from the config."""
@@ -38,11 +42,15 @@ class Setup:
     compiled: dict = dataclasses.field(default_factory=dict)  # jitted functions, built once per setup
 
 
-def setup(cfg) -> Setup:
-    """Distributed start-up, mesh, tokenizer, model, optimizer and the state's shardings."""
+def setup(cfg, mode: str = "train") -> Setup:
+    """Distributed start-up, mesh, tokenizer, model, optimizer and the state's shardings; the batch
+    sizes ``mode`` uses are checked against the mesh here, before anything compiles."""
     parallel.initialize_distributed(cfg.distributed)
     mesh = parallel.make_mesh(cfg.mesh)
-    parallel.check_batch_size(cfg.train.batch_size, mesh, cfg.train.microbatches)
+    if mode == "train":
+        parallel.check_batch_size(cfg.train.batch_size, mesh, cfg.train.microbatches, name="train.batch_size")
+    if mode in ("eval", "zero_shot") or (mode == "train" and cfg.train.eval_every):
+        parallel.check_batch_size(cfg.eval.batch_size, mesh, name="eval.batch_size")
     tokenizer = data.tokenizer_for(cfg.data)
     vocab_size, mask_id = data.model_vocab(tokenizer)
     task = task_lib.make_task(cfg, vocab_size, mask_id)
@@ -108,18 +116,53 @@ def _check_finite(pending: list, ckpt: checkpoint.Checkpointer) -> None:
                                    f"at step {step}: stopping. Last good checkpoint: {where}.")
 
 
-def train_and_evaluate(cfg, workdir: str) -> dict:
+def _window_scalars(window: list) -> dict:
+    """The logged training scalars of the steps since the last log line: loss and gradient norm
+    averaged over the window, the learning rate of its last step."""
+    values = jax.device_get(window)
+    return dict(loss=float(np.mean([v["loss"] for v in values])),
+                grad_norm=float(np.mean([v["grad_norm"] for v in values])), lr=float(values[-1]["lr"]))
+
+
+def _open_run(s: Setup, workdir: str, ckpt: checkpoint.Checkpointer):
+    """Everything a run reads before its first step, checked before anything compiles: the
+    state (restored or fresh), the train iterator at its saved position, and the validation
+    batches when evaluation is on. Problems are StartupErrors naming the fix."""
+    cfg, t = s.cfg, s.cfg.train
+    try:
+        state, data_state = restore_or_init(s, ckpt)
+        train_iter = data.make_train_iterator(cfg.data, global_batch_size=t.batch_size, seed=cfg.seed,
+                                              process_index=jax.process_index(), process_count=jax.process_count())
+        if data_state is not None:
+            train_iter.set_state(data_state)
+        eval_batches = None
+        if t.eval_every:
+            eval_batches = data.make_eval_batches(cfg.data, global_batch_size=cfg.eval.batch_size,
+                                                  process_index=jax.process_index(),
+                                                  process_count=jax.process_count())
+    except (ValueError, FileNotFoundError) as e:
+        raise StartupError(f"{e} (nothing was trained; train.eval_every=0 turns evaluation off)"
+                           if "split" in str(e) else str(e)) from e
+    return state, train_iter, eval_batches
+
+
+def train_and_evaluate(cfg, workdir: str, s: Setup | None = None) -> dict:
     """Trains to ``cfg.train.steps`` (resuming if the workdir has a checkpoint); returns the last
-    eval metrics (empty if none ran)."""
-    s = setup(cfg)
+    eval metrics (empty if none ran). ``s``: the run's ``setup(cfg)`` if already built.
+
+    Each step that is due for a checkpoint is saved before it is evaluated, so an evaluation that
+    fails or is preempted loses no training. ``train.log_every``, ``eval_every`` and
+    ``checkpoint_every`` of 0 turn logging, evaluation and periodic saving off (the last step and a
+    preemption are still saved)."""
+    s = s or setup(cfg)
     t = cfg.train
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=t.keep_checkpoints, keep_period=t.keep_period or None,
                                    async_save=t.async_checkpoints)
-    state, data_state = restore_or_init(s, ckpt)
-    train_iter = data.make_train_iterator(cfg.data, global_batch_size=t.batch_size, seed=cfg.seed,
-                                          process_index=jax.process_index(), process_count=jax.process_count())
-    if data_state is not None:
-        train_iter.set_state(data_state)
+    try:
+        state, train_iter, eval_batches = _open_run(s, workdir, ckpt)
+    except StartupError:
+        ckpt.close()
+        raise
     step_fn = jax.jit(functools.partial(task_lib.train_step, task=s.task, optimizer=s.optimizer),
                       in_shardings=(s.shardings, s.batch_sharding),
                       out_shardings=(s.shardings, parallel.replicated(s.mesh)), donate_argnums=0)
@@ -133,7 +176,8 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     guard = PreemptionGuard(t.preemption_check_every)
     start = int(jax.device_get(state.step))
     eval_metrics: dict = {}
-    pending: list = []
+    pending: list = []  # (step, metrics) not yet checked for NaN
+    window: list = []   # metrics since the last log line
     logging.info("Training from step %d to %d on %d devices (%d processes), mesh %s", start, t.steps,
                  jax.device_count(), jax.process_count(), dict(s.mesh.shape))
     try:
@@ -142,19 +186,20 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
                 batch = parallel.make_global_batch(next(train_iter), s.batch_sharding)
                 state, metrics = step_fn(state, batch)
                 pending.append((step, metrics))
+                window.append(metrics)
                 preempted = guard.should_stop(step)
                 last = step == t.steps or preempted
-                if step % t.log_every == 0 or last:
+                if (t.log_every and step % t.log_every == 0) or last:
                     _check_finite(pending, ckpt)
-                    writer.write_scalars(step, jax.device_get(pending[-1][1]))
-                    pending = []
-                if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
-                    eval_metrics = evaluate.evaluate(s, state, step=step)
-                    writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-                if step % t.checkpoint_every == 0 or last:
+                    writer.write_scalars(step, _window_scalars(window))
+                    pending, window = [], []
+                if (t.checkpoint_every and step % t.checkpoint_every == 0) or last:
                     _check_finite(pending, ckpt)
                     pending = []
                     ckpt.save(step, state, data_state=train_iter.get_state(), config=cfg.to_dict(), force=True)
+                if t.eval_every and (step % t.eval_every == 0 or step == t.steps) and not preempted:
+                    eval_metrics = evaluate.evaluate(s, state, step=step, batches=eval_batches)
+                    writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
                 if preempted:
                     logging.warning("Preempted: saved step %d; exiting.", step)
                     break

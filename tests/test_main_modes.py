@@ -1,0 +1,151 @@
+"""``python -m mdlm_jax.main`` as a user runs it: every mode starts from the workdir's saved config,
+bad settings fail before anything compiles with one clear line, and nothing that was saved is lost."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tests_util import REPO, load_config
+
+from mdlm_jax import checkpoint, evaluate, train
+
+QUICK = "--config=configs/quickstart.py:quick"
+
+
+def run_main(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "mdlm_jax.main", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def own_text(tmp_path) -> pathlib.Path:
+    """A user's corpus: 60 paragraphs, unlike the embedded pydoc text."""
+    rng = np.random.default_rng(0)
+    words = ["river", "stone", "light", "garden", "window", "quiet", "morning", "letter"]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words, 40))}) + "\n" for _ in range(60)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """4 steps on the user's own text with data overrides, checkpoints at 2 and 4; the loop's last eval."""
+    tmp = tmp_path_factory.mktemp("main_modes")
+    cfg = load_config("quickstart", "quick")
+    cfg.data.update(source="files", files=(str(own_text(tmp)),), cache_dir=str(tmp / "cache"), val_fraction=0.2)
+    cfg.train.update(steps=4, checkpoint_every=2, eval_every=4, keep_checkpoints=5)
+    cfg.eval.max_batches = -1
+    work = tmp / "work"
+    return work, train.train_and_evaluate(cfg, str(work)), cfg
+
+
+def test_eval_with_only_the_workdir_scores_the_training_data(trained):
+    work, final_eval, _ = trained
+    run_main(f"--workdir={work}", "--mode=eval")
+    out = json.loads((work / "eval_step_4.json").read_text())
+    assert out["tokens"] == final_eval["tokens"]
+    np.testing.assert_allclose(out["nelbo"], final_eval["nelbo"], rtol=1e-6)
+
+
+def test_eval_step_picks_an_older_checkpoint_and_restores_no_optimizer_state(trained):
+    work, _, _ = trained
+    run_main(f"--workdir={work}", "--mode=eval", "--step=2", "--config.eval.max_batches=1")
+    assert json.loads((work / "eval_step_2.json").read_text())["step"] == 2
+    proc = run_main(f"--workdir={work}", "--mode=eval", "--step=3", check=False)
+    assert proc.returncode != 0 and "No checkpoint step 3" in proc.stderr and "[2, 4]" in proc.stderr
+
+
+def test_sample_with_only_the_workdir(trained):
+    work, _, cfg = trained
+    run_main(f"--workdir={work}", "--mode=sample")
+    records = [json.loads(line) for line in (work / "samples" / "step_4.jsonl").read_text().splitlines()]
+    assert len(records) == cfg.sample.num_samples
+    assert all(len(r["token_ids"]) == cfg.data.seq_len and r["tokenizer"] == "bytes" for r in records)
+
+
+def test_resuming_with_the_data_overrides_dropped_is_refused_before_compiling(trained):
+    work, _, _ = trained
+    proc = run_main(QUICK, f"--workdir={work}", "--config.train.steps=6", check=False)
+    assert proc.returncode != 0
+    assert "data.source: checkpoint 'files', the --config file 'embedded'" in proc.stderr
+    assert "another --workdir" in proc.stderr and "Traceback" not in proc.stderr
+    assert checkpoint.Checkpointer(str(work)).latest_step() == 4
+
+
+def test_a_checkpoint_of_another_model_names_the_fields(tmp_path):
+    work = tmp_path / "work"
+    run_main(QUICK, f"--workdir={work}", "--config.model.n_blocks=1", "--config.train.eval_every=0",
+             f"--config.data.cache_dir={tmp_path / 'cache'}")
+    proc = run_main(QUICK, f"--workdir={work}", f"--config.data.cache_dir={tmp_path / 'cache'}", check=False)
+    assert proc.returncode != 0 and "model.n_blocks: checkpoint 1, the --config file 2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.trian.steps=3"], 'no field \'trian\'. Did you mean "train" instead of "trian"?'),
+    (["--config.model.dtype=float13"], "model.dtype 'float13' is not a compute dtype"),
+    (["--config.train.steps=0"], "train.steps must be >= 1"),
+    (["--config.optim.lr=-0.001"], "optim.lr must be >= 0"),
+    (["--config.eval.batch_size=4"], "eval.batch_size (4) / microbatches (1) must be divisible by the data x fsdp"),
+    (["--config.train.sample_at_end=true", "--config.sample.temperature=0"], "sample.temperature must be > 0"),
+])
+def test_bad_settings_fail_in_one_line_before_anything_runs(tmp_path, args, message):
+    work = tmp_path / "work"
+    proc = run_main(QUICK, f"--workdir={work}", *args, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (work / "checkpoints").exists()
+
+
+def test_eval_on_a_mistyped_workdir_creates_nothing(tmp_path):
+    proc = run_main(f"--workdir={tmp_path / 'typo'}", "--mode=sample", check=False)
+    assert proc.returncode != 0 and "No checkpoint in" in proc.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+def test_an_empty_validation_split_is_found_before_training(tmp_path):
+    cfg = load_config("quickstart", "quick")
+    docs = ["a long enough training document, " * 4] * 19 + ["short"]  # the last 5% validates: 5 bytes
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    cfg.data.update(source="files", files=(str(tmp_path / "docs.jsonl"),), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(train.StartupError, match="validation split .* no blocks.*eval_every=0"):
+        train.train_and_evaluate(cfg, str(tmp_path / "work"))
+    assert not checkpoint.Checkpointer(str(tmp_path / "work")).all_steps()
+
+
+def test_a_step_is_saved_before_its_evaluation(tmp_path, monkeypatch):
+    cfg = load_config("quickstart", "quick")
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    cfg.train.update(steps=4, eval_every=2, checkpoint_every=2)
+
+    def failing_eval(*args, **kwargs):
+        raise RuntimeError("evaluation died")
+
+    monkeypatch.setattr(evaluate, "evaluate", failing_eval)
+    with pytest.raises(RuntimeError, match="evaluation died"):
+        train.train_and_evaluate(cfg, str(tmp_path / "work"))
+    assert checkpoint.Checkpointer(str(tmp_path / "work")).all_steps() == [2]
+
+
+def test_zero_log_and_checkpoint_periods_mean_off(tmp_path):
+    cfg = load_config("quickstart", "quick")
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    cfg.train.update(steps=3, log_every=0, checkpoint_every=0, eval_every=0)
+    train.train_and_evaluate(cfg, str(tmp_path / "work"))
+    assert checkpoint.Checkpointer(str(tmp_path / "work")).all_steps() == [3]  # only the last step
+
+
+def test_training_into_another_models_checkpoint_names_the_mismatch(tmp_path):
+    """Below the config check (a checkpoint without a saved config, or a caller of the library):
+    the parameter trees are compared before orbax is asked to restore."""
+    cfg = load_config("quickstart", "quick")
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    cfg.train.update(steps=2, eval_every=0)
+    train.train_and_evaluate(cfg, str(tmp_path / "work"))
+    cfg.model.n_blocks = 3
+    with pytest.raises(train.StartupError, match=r"blocks_2/.*saved nothing.*train in another workdir"):
+        train.train_and_evaluate(cfg, str(tmp_path / "work"))
