@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from mdlm_jax.data.tokenizers import first_document
 from mdlm_jax.diffusion import sampling
 
 
@@ -20,51 +21,79 @@ class Samples(NamedTuple):
     tokens: np.ndarray       # (N, total length) int32
     reveal_step: np.ndarray  # (N, total length) int32, 0 for given tokens
     nfe: int
-    seconds: float           # wall time, compilation included
+    seconds: float           # wall time of sampling, compilation excluded
+    compile_seconds: float   # 0 when this setup had compiled the sampler before
+
+
+def _given_tokens(s) -> tuple[list[int], list[int]]:
+    """(the fixed first tokens, the fixed last tokens) of every sample. A prefix starts with the BOS
+    that every training block of the 'wrap' and 'pad' packings starts with; the AR baseline always
+    starts from BOS."""
+    c, tok = s.cfg.sample, s.tokenizer
+    bos = [tok.bos_id] if s.cfg.data.packing in ("wrap", "pad") else []
+    prefix = tok.encode(c.prefix) if c.prefix else []
+    first = bos + prefix if (prefix or s.task.is_ar) else []
+    if s.task.is_ar and not first:
+        first = [tok.bos_id]
+    return first, tok.encode(c.suffix) if c.suffix else []
 
 
 def _template(s, num_samples: int):
-    """x_init (N, L): the prefix tokens first, the suffix tokens last, masks in between."""
-    c, length, mask = s.cfg.sample, s.cfg.data.seq_len, s.task.mask_id
-    prefix = s.tokenizer.encode(c.prefix) if c.prefix else []
-    suffix = s.tokenizer.encode(c.suffix) if c.suffix else []
-    if len(prefix) + len(suffix) >= length:
-        raise ValueError(f"sample.prefix and sample.suffix take {len(prefix) + len(suffix)} tokens; the model "
-                         f"length is {length}: leave room to generate.")
-    row = prefix + [mask] * (length - len(prefix) - len(suffix)) + suffix
+    """x_init (N, L): the given first tokens, masks, the given last tokens."""
+    length, mask = s.cfg.data.seq_len, s.task.mask_id
+    first, last = _given_tokens(s)
+    if len(first) + len(last) >= length:
+        raise ValueError(f"sample.prefix and sample.suffix take {len(first) + len(last)} tokens (with BOS); the "
+                         f"model length is {length}: leave room to generate.")
+    row = first + [mask] * (length - len(first) - len(last)) + last
     return jnp.tile(jnp.asarray(row, jnp.int32)[None], (num_samples, 1))
+
+
+def _block_sampler(s):
+    """(params, key, x_init (N, L)) -> SampleOutput: the configured sampler over one block."""
+    c, task = s.cfg.sample, s.task
+    model = task.model
+    shaping = dict(temperature=c.temperature, top_p=c.top_p, noise=c.noise)
+    if task.is_ar:
+        start = len(_given_tokens(s)[0])
+        return lambda p, k, x: sampling.sample_ar(  # noqa: E731
+            lambda y: model.apply({"params": p}, y), k, x, mask_id=task.mask_id, start=start, **shaping)
+    denoise = lambda p: lambda y, sig: model.apply({"params": p}, y, sig)  # noqa: E731
+    if c.predictor == "first_hitting":
+        return lambda p, k, x: sampling.sample_first_hitting(  # noqa: E731
+            denoise(p), k, x, schedule=task.schedule, mask_id=task.mask_id, **shaping)
+    return lambda p, k, x: sampling.sample(  # noqa: E731
+        denoise(p), k, x, schedule=task.schedule, mask_id=task.mask_id, num_steps=c.num_steps,
+        predictor=c.predictor, time_conditioning=model.time_conditioning, **shaping)
+
+
+def _compiled_sampler(s, params, key, x_init):
+    """The block sampler compiled once per setup and input shape: (executable, compile seconds, 0 if cached)."""
+    cache_key = ("sample", tuple(x_init.shape))
+    if cache_key in s.compiled:
+        return s.compiled[cache_key], 0.0
+    start = time.perf_counter()
+    with jax.set_mesh(s.mesh):
+        s.compiled[cache_key] = jax.jit(_block_sampler(s)).lower(params, key, x_init).compile()
+    return s.compiled[cache_key], time.perf_counter() - start
 
 
 def generate(s, params) -> Samples:
     """Draws ``sample.num_samples`` sequences with the configured sampler (see configs' ``sample``)."""
     c, task = s.cfg.sample, s.task
-    model = task.model
     key = jax.random.key(c.seed)
-    if task.is_ar:
-        x_init = jnp.full((c.num_samples, s.cfg.data.seq_len), s.tokenizer.bos_id, jnp.int32)
-        block = lambda p, k, x: sampling.sample_ar(  # noqa: E731
-            lambda y: model.apply({"params": p}, y), k, x, mask_id=task.mask_id)
-    else:
-        x_init = _template(s, c.num_samples)
-        denoise = lambda p: lambda y, sig: model.apply({"params": p}, y, sig)  # noqa: E731
-        if c.predictor == "first_hitting":
-            block = lambda p, k, x: sampling.sample_first_hitting(  # noqa: E731
-                denoise(p), k, x, mask_id=task.mask_id, temperature=c.temperature, top_p=c.top_p,
-                noise=c.noise)
-        else:
-            block = lambda p, k, x: sampling.sample(  # noqa: E731
-                denoise(p), k, x, schedule=task.schedule, mask_id=task.mask_id, num_steps=c.num_steps,
-                predictor=c.predictor, temperature=c.temperature, top_p=c.top_p, noise=c.noise)
-    jitted = jax.jit(block)
+    x_init = _template(s, c.num_samples)
+    block, compile_seconds = _compiled_sampler(s, params, jax.random.fold_in(key, 0), x_init)
     start = time.perf_counter()
     with jax.set_mesh(s.mesh):
         if c.num_strides and not task.is_ar:
-            out = sampling.semi_autoregressive(lambda k, x: jitted(params, k, x), key, x_init, stride=c.stride,
+            out = sampling.semi_autoregressive(lambda k, x: block(params, k, x), key, x_init, stride=c.stride,
                                                num_strides=c.num_strides, mask_id=task.mask_id)
         else:
-            out = jitted(params, key, x_init)
+            out = block(params, key, x_init)
         out = jax.device_get(out)
-    return Samples(np.asarray(out.tokens), np.asarray(out.reveal_step), int(out.nfe), time.perf_counter() - start)
+    return Samples(np.asarray(out.tokens), np.asarray(out.reveal_step), int(out.nfe), time.perf_counter() - start,
+                   compile_seconds)
 
 
 def print_samples(s, state) -> list[str]:
@@ -72,7 +101,8 @@ def print_samples(s, state) -> list[str]:
     out = generate(s, state.ema_params)
     texts = [s.tokenizer.decode(row.tolist()) for row in out.tokens]
     if jax.process_index() == 0:
-        logging.info("%d samples (%s, %d NFEs, %.1f s):", len(texts), _describe(s), out.nfe, out.seconds)
+        logging.info("%d samples (%s, %d NFEs, %.1f s; compiled in %.1f s):", len(texts), _describe(s), out.nfe,
+                     out.seconds, out.compile_seconds)
         for i, text in enumerate(texts):
             logging.info("--- sample %d ---\n%s", i, text)
     return texts
@@ -86,11 +116,9 @@ def write_samples(s, state, path) -> Samples:
     if jax.process_index() == 0:
         path = epath.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(dict(
-            text=s.tokenizer.decode(row.tolist()), token_ids=row.tolist(), nfe=out.nfe, seconds=out.seconds,
-            seed=c.seed, sampler=_describe(s))) + "\n" for row in out.tokens))
-        logging.info("Wrote %d samples to %s (%s, %d NFEs, %.1f s)", len(out.tokens), path, _describe(s), out.nfe,
-                     out.seconds)
+        path.write_text("".join(json.dumps(_record(s, row.tolist(), out)) + "\n" for row in out.tokens))
+        logging.info("Wrote %d samples to %s (%s, %d NFEs, %.1f s; compiled in %.1f s)", len(out.tokens), path,
+                     _describe(s), out.nfe, out.seconds, out.compile_seconds)
         if c.trajectory_html:
             page = path.with_suffix(".html")
             page.write_text(trajectory_html(s.tokenizer, out, title=_describe(s)))
@@ -98,11 +126,19 @@ def write_samples(s, state, path) -> Samples:
     return out
 
 
+def _record(s, ids: list[int], out: Samples) -> dict:
+    """One JSONL line: the whole sample (``text``, ``token_ids``) and its first document
+    (``document``, ``ended``: whether an EOS closed it), which generative perplexity scores."""
+    document, ended = first_document(ids, s.tokenizer)
+    return dict(text=s.tokenizer.decode(ids), token_ids=ids, tokenizer=s.tokenizer.name,
+                document=s.tokenizer.decode(document), ended=ended, nfe=out.nfe, seconds=out.seconds,
+                compile_seconds=out.compile_seconds, seed=s.cfg.sample.seed, sampler=_describe(s))
+
+
 def _describe(s) -> str:
     c = s.cfg.sample
-    if s.task.is_ar:
-        return "ar"
-    parts = [c.predictor] + ([f"T={c.num_steps}"] if c.predictor != "first_hitting" else [])
+    parts = ["ar"] if s.task.is_ar else [c.predictor] + ([f"T={c.num_steps}"] if c.predictor != "first_hitting"
+                                                         else [])
     parts += [f"temperature={c.temperature}"] * (c.temperature != 1) + [f"top_p={c.top_p}"] * (c.top_p != 1)
     parts += [f"semi-AR {c.num_strides}x{c.stride}"] * bool(c.num_strides) + [f"noise={c.noise}"] * (c.noise != "exact")
     return " ".join(parts)

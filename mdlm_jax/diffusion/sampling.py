@@ -1,6 +1,7 @@
-"""The reverse process: ancestral (``ddpm``) and cached (``ddpm_cache``) samplers (SPEC section 9).
+"""The reverse process (SPEC section 9): ancestral (``ddpm``) and cached (``ddpm_cache``) grid samplers,
+the exact first-hitting sampler, and ancestral sampling of the AR baseline.
 
-Both run in one ``lax.fori_loop`` so a single jit compiles the whole sampler. Categorical draws use
+Each runs in one ``lax`` loop so a single jit compiles the whole sampler. Categorical draws use
 the exponential race ``argmax_v q_v / E_v`` with E_v ~ Exp(1), which is Gumbel-max with
 ``g = -log E``. The official float32 Gumbel noise caps g at about 16.6 and so silently lowers the
 temperature; here E is float64 when x64 is enabled, and otherwise a float32 draw assembled from
@@ -16,10 +17,11 @@ import jax
 import jax.numpy as jnp
 
 from mdlm_jax.diffusion.losses import subs_log_probs
-from mdlm_jax.diffusion.schedules import NoiseSchedule
+from mdlm_jax.diffusion.schedules import NoiseSchedule, get_schedule
 from mdlm_jax.validation import check_choice
 
-PREDICTORS = ("ddpm", "ddpm_cache")  # time-grid samplers; see also sample_first_hitting
+PREDICTORS = ("ddpm", "ddpm_cache")  # the time-grid samplers of ``sample``
+ALL_PREDICTORS = PREDICTORS + ("first_hitting",)  # what a user may pick; first_hitting is ``sample_first_hitting``
 # 'exact': see exponential_noise. 'float32': the official float32 Gumbel noise, kept only to
 # measure the low-entropy bias it causes (SPEC section 8); never the default.
 NOISES = ("exact", "float32")
@@ -140,19 +142,26 @@ def shaped_probs(logits, x, mask_id: int, temperature: float = 1.0, top_p: float
 
 def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_id: int,
            num_steps: int, predictor: str = "ddpm", eps: float = 1e-5, noise_removal: bool = True,
-           temperature: float = 1.0, top_p: float = 1.0, noise: str = "exact") -> SampleOutput:
+           temperature: float = 1.0, top_p: float = 1.0, noise: str = "exact",
+           time_conditioning: bool = False) -> SampleOutput:
     """Ancestral sampling from x_init (all-mask for unconditional; fixed tokens are carried over).
 
-    Grid t_k = linspace(1, eps, T + 1), dt = (1 - eps) / T; step k moves t_k -> t_k - dt.
-    ``ddpm`` uses mc = move_chance(t); ``ddpm_cache`` (official; loglinear schedule, a denoiser
-    that ignores sigma) uses mc(t) = t and reuses p(x_0 | x_t) while x did not change, so most
-    steps at T >> L call no network. ``noise_removal`` replaces the masks left at t = eps by
+    Grid t_k = linspace(1, eps, T + 1), dt = (1 - eps) / T; step k moves t_k -> t_k - dt and calls
+    the denoiser at sigma(t_k). ``ddpm`` uses mc = move_chance(t); ``ddpm_cache`` (official;
+    loglinear schedule) uses mc(t) = t and, for a denoiser that ignores sigma, reuses
+    p(x_0 | x_t) while x did not change, so most steps at T >> L call no network. With
+    ``time_conditioning`` the denoiser's output depends on sigma, which changes every step, so
+    ``ddpm_cache`` calls it at every step (as the official code does; NFEs count every step);
+    ``ddpm`` calls it at every step anyway. ``noise_removal`` replaces the masks left at t = eps by
     argmax p(x_0 | x_t). ``temperature`` and ``top_p`` reshape p(x_0 | x_t) (see ``shaped_probs``);
     ``noise`` picks the categorical noise (``categorical_noise``): 'exact' steps with
     ``unmask_step``, 'float32' with the official one-race ``reverse_step``. ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
     Shapes: x_init (B, L) int -> SampleOutput.
     """
-    check_choice(predictor, PREDICTORS, "predictor")
+    check_choice(predictor, ALL_PREDICTORS, "predictor")
+    if predictor not in PREDICTORS:
+        raise ValueError(f"predictor {predictor!r} has no time grid: call sample_first_hitting(...) instead of "
+                         "sample(...).")
     check_choice(noise, NOISES, "noise")
     if predictor == "ddpm_cache" and schedule.name != "loglinear":
         raise ValueError("predictor 'ddpm_cache' assumes the loglinear schedule (move chance t); "
@@ -163,6 +172,9 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
     batch = x_init.shape[0]
     timesteps = jnp.linspace(1.0, eps, num_steps + 1)
     dt = (1.0 - eps) / num_steps
+    # The cache is exact only while the output cannot change: same x and a denoiser blind to sigma.
+    reuse = predictor == "ddpm_cache" and not time_conditioning
+    move_chance = (lambda t: t) if predictor == "ddpm_cache" else schedule.move_chance
 
     def probs(x, t):
         sigma = schedule.sigma(jnp.full((batch,), t))
@@ -172,15 +184,14 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
         x, cache, valid, nfe, reveal = carry
         t = timesteps[i]
         tb = jnp.full((batch,), t)
-        if predictor == "ddpm":
-            p_x0 = probs(x, t)
-            mc_t, mc_s = schedule.move_chance(tb), schedule.move_chance(tb - dt)
-            nfe = nfe + 1
-        else:
+        if reuse:
             p_x0 = jax.lax.cond(valid, lambda: cache, lambda: probs(x, t))
             nfe = nfe + jnp.where(valid, 0, 1)
-            mc_t, mc_s = tb, tb - dt
             cache = p_x0
+        else:
+            p_x0 = probs(x, t)
+            nfe = nfe + 1
+        mc_t, mc_s = move_chance(tb), move_chance(tb - dt)
         if noise == "exact":
             x_next = unmask_step(x, p_x0, mc_t, mc_s, jax.random.fold_in(rng, i), mask_id)
         else:  # the official one-race step, to reproduce its float32 noise exactly
@@ -189,8 +200,8 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
         reveal = jnp.where(x_next != x, i + 1, reveal)
         return x_next, cache, jnp.all(x_next == x), nfe, reveal
 
-    # Only the cached predictor carries p(x_0 | x_t) (B, L, V) between steps.
-    if predictor == "ddpm_cache":
+    # Only a reusing predictor carries p(x_0 | x_t) (B, L, V) between steps.
+    if reuse:
         vocab = jax.eval_shape(denoise_fn, x_init, jnp.zeros((batch,), jnp.float32)).shape[-1]
         cache0 = jnp.zeros(x_init.shape + (vocab,), jnp.float32)
     else:
@@ -206,56 +217,88 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
     return SampleOutput(x, nfe, reveal)
 
 
-def sample_first_hitting(denoise_fn: Callable, rng, x_init, *, mask_id: int, temperature: float = 1.0,
+def sample_first_hitting(denoise_fn: Callable, rng, x_init, *, mask_id: int,
+                         schedule: NoiseSchedule = get_schedule("loglinear"), temperature: float = 1.0,
                          top_p: float = 1.0, noise: str = "exact") -> SampleOutput:
-    """Exact first-hitting sampler (Zheng et al., 2024) for a denoiser without time conditioning.
+    """Exact first-hitting sampler (Zheng et al., 2024), with or without time conditioning.
 
-    Under the loglinear schedule each still-masked token unmasks at an independent uniform time, so
-    the next unmasking event picks one masked position uniformly and draws its token from
-    p(x_0 | x_t) at that position: one denoiser call per event, at most L calls, no time grid.
-    Rows finish independently (prefixes / infill leave fewer masks). ``denoise_fn(x, sigma)`` is
-    called with sigma = 0. Shapes: x_init (B, L) int -> SampleOutput.
+    In the forward process a token is masked at time t iff its threshold U ~ U[0, 1] is below
+    move_chance(t), so, whatever the schedule, a token still masked at move chance m has U uniform
+    on [0, m], and the reverse process reveals it when the move chance falls below U. With n masked
+    tokens in a row the next event is the largest of n such thresholds,
+
+        m' = m u^(1/n), u ~ U(0, 1), i.e. log m' = log m - E / n with E ~ Exp(1),
+
+    where one masked position, uniformly at random, takes a token from p(x_0 | x_t) computed at
+    the sigma of that noise level, sigma' = -log(1 - m') (what the model saw in training). Each row
+    starts from m = schedule.move_chance(1) and keeps its own m and n (prefixes / infill leave
+    fewer masks). The schedule matters only through move_chance(1); it defaults to loglinear, the
+    paper's: pass the model's own schedule for a time-conditioned model. One denoiser call per
+    event: nfe is the largest number of masks in a row, and reveal_step the event (1-based) at which
+    a position was revealed (0 for given positions).
+    ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``. Shapes: x_init (B, L) int -> SampleOutput.
     """
+    check_choice(noise, NOISES, "noise")
     x_init = jnp.asarray(x_init, jnp.int32)
     batch = x_init.shape[0]
+    # m is tracked in log space: near m = 1 (sigma(1) large) 1 - m would round to 0 in float32.
+    log_m0 = jnp.log(schedule.move_chance(jnp.ones((batch,), jnp.float32)))
 
     def body(carry):
-        x, nfe, reveal = carry
+        x, log_m, nfe, reveal = carry
         masked = x == mask_id
-        k_pos, k_tok = jax.random.split(jax.random.fold_in(rng, nfe))
-        p_x0 = shaped_probs(denoise_fn(x, jnp.zeros((batch,), jnp.float32)), x, mask_id, temperature, top_p)
+        count = masked.sum(axis=-1)
+        update = count > 0
+        # Three streams: the event's noise level, the revealed position, its token.
+        k_time, k_pos, k_tok = jax.random.split(jax.random.fold_in(rng, nfe), 3)
+        drop = exponential_noise(k_time, (batch,)).astype(log_m.dtype) / jnp.maximum(count, 1)
+        log_m = jnp.where(update, log_m - drop, log_m)
+        # -log1p(-m'), exact near m' = 1; 0 for a row with nothing to reveal (m may round to 1 there).
+        sigma = jnp.where(update, -jnp.log(-jnp.expm1(log_m)), 0.0)
+        p_x0 = shaped_probs(denoise_fn(x, sigma), x, mask_id, temperature, top_p)
         # A uniformly random masked position per row: the masked entry with the largest random key.
         pos = jnp.argmax(jnp.where(masked, jax.random.uniform(k_pos, x.shape), -1.0), axis=-1)
         probs_at = jnp.take_along_axis(p_x0, pos[:, None, None], axis=1)[:, 0]
         token = sample_categorical(probs_at, categorical_noise(noise, k_tok, probs_at.shape))
         rows = jnp.arange(batch)
-        update = masked.any(axis=-1)
         x = x.at[rows, pos].set(jnp.where(update, token, x[rows, pos]))
         reveal = reveal.at[rows, pos].set(jnp.where(update, nfe + 1, reveal[rows, pos]))
-        return x, nfe + 1, reveal
+        return x, log_m, nfe + 1, reveal
 
-    x, nfe, reveal = jax.lax.while_loop(lambda c: jnp.any(c[0] == mask_id), body,
-                                        (x_init, jnp.array(0, jnp.int32), jnp.zeros_like(x_init)))
+    carry = (x_init, log_m0, jnp.array(0, jnp.int32), jnp.zeros_like(x_init))
+    x, _, nfe, reveal = jax.lax.while_loop(lambda c: jnp.any(c[0] == mask_id), body, carry)
     return SampleOutput(x, nfe, reveal)
 
 
-def sample_ar(logits_fn: Callable, rng, x_init, *, mask_id: int) -> SampleOutput:
-    """Ancestral sampling of the AR baseline: x[:, l] ~ softmax(logits(x)[:, l - 1]) for l >= 1.
+def sample_ar(logits_fn: Callable, rng, x_init, *, mask_id: int, temperature: float = 1.0, top_p: float = 1.0,
+              noise: str = "exact", start: int = 1) -> SampleOutput:
+    """Ancestral sampling of the AR baseline: x[:, l] ~ shaped softmax(logits(x)[:, l - 1]) for l >= start.
 
-    ``x_init[:, 0]`` (usually BOS) is kept; the mask token is never drawn. One full causal forward
-    per position (L - 1 calls). Shapes: x_init (B, L) int -> SampleOutput.
+    Positions < ``start`` of ``x_init`` (BOS, then an encoded prefix) are kept; the mask token is
+    never drawn. ``temperature``, ``top_p`` and ``noise`` mean what they mean for the diffusion
+    samplers (``shaped_probs``, ``categorical_noise``). One full causal forward per drawn position:
+    nfe = L - start; reveal_step is 0 for kept positions and l - start + 1 for position l.
+    ``logits_fn(x (B, L) int) -> logits (B, L, V)``, causal. Shapes: x_init (B, L) int -> SampleOutput.
     """
+    check_choice(noise, NOISES, "noise")
     x_init = jnp.asarray(x_init, jnp.int32)
-    length = x_init.shape[1]
+    batch, length = x_init.shape
+    if not 1 <= start <= length:
+        raise ValueError(f"start must lie in [1, {length}] (the sequence length): position 0 holds BOS and each "
+                         f"drawn token needs one before it; got {start}.")
+    unknown = jnp.full((batch, 1), mask_id, jnp.int32)
 
     def body(i, x):
-        logits = logits_fn(x)[:, i - 1].astype(jnp.float32)
-        q = jax.nn.softmax(logits.at[:, mask_id].set(-jnp.inf), axis=-1)
-        token = sample_categorical(q, exponential_noise(jax.random.fold_in(rng, i), q.shape))
+        logits = jax.lax.dynamic_index_in_dim(logits_fn(x), i - 1, axis=1)  # (B, 1, V)
+        # The next token is an unknown slot: SUBS zero-masking is the AR head's softmax without the mask.
+        q = shaped_probs(logits, unknown, mask_id, temperature, top_p)[:, 0]
+        token = sample_categorical(q, categorical_noise(noise, jax.random.fold_in(rng, i), q.shape))
         return x.at[:, i].set(token)
 
-    x = jax.lax.fori_loop(1, length, body, x_init)
-    return SampleOutput(x, jnp.array(length - 1, jnp.int32), jnp.arange(length)[None].repeat(x.shape[0], 0))
+    x = jax.lax.fori_loop(start, length, body, x_init)
+    positions = jnp.arange(length, dtype=jnp.int32)
+    reveal = jnp.broadcast_to(jnp.maximum(positions - start + 1, 0), x.shape)
+    return SampleOutput(x, jnp.array(length - start, jnp.int32), reveal)
 
 
 def semi_autoregressive(sample_block: Callable, rng, x_init, *, stride: int, num_strides: int,
