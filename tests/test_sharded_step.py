@@ -58,6 +58,21 @@ def test_same_loss_and_update_on_every_mesh(parameterization):
         assert_same(run_steps(small_config(parameterization, mesh=mesh)), reference)
 
 
+def test_same_step_on_a_mesh_with_dropout_on():
+    """The paper's dropout 0.1: the masks are drawn alike however the batch and weights are split."""
+    def with_dropout(mesh):
+        cfg = small_config("subs", mesh=mesh)
+        cfg.model.dropout = 0.1
+        return cfg
+
+    reference = run_steps(with_dropout((1, 1, 1)), num_steps=3)
+    assert_same(run_steps(with_dropout((2, 2, 2)), num_steps=3), reference)
+    no_dropout = run_steps(small_config("subs", mesh=(1, 1, 1)), num_steps=3)
+    moved = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b),
+                                                             no_dropout[1].params, reference[1].params))
+    assert any(moved)  # dropout was on: it changed the update
+
+
 def test_params_are_born_sharded():
     cfg = small_config(mesh=(2, 2, 2))
     mesh = parallel.make_mesh(cfg.mesh)
