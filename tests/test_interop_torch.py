@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import typing
 
 import flax.linen as nn
 import jax
@@ -16,10 +17,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file as save_torch_safetensors  # noqa: E402
 
 from mdlm_jax.interop import (load_any, params_from_torch, params_to_torch, save_hf,  # noqa: E402
                               save_lightning, save_state_dict, torch_param_names)
-from mdlm_jax.interop.formats import model_config_from_hf  # noqa: E402
+from mdlm_jax.interop.formats import hf_config, model_config_from_hf  # noqa: E402
+from mdlm_jax.interop.params import rotary_inv_freq  # noqa: E402
 from mdlm_jax.interop.torch_dit import DiT as TorchDiT  # noqa: E402
 from mdlm_jax.models import DiT  # noqa: E402
 
@@ -241,6 +244,51 @@ def test_bare_safetensors_file(tmp_path):
     assert_trees_equal(params_from_torch(sd, model), params)
 
 
+def write_torch_module(fmt, path, module, model):
+    """Saves a torch DiT's own state_dict (its dtype as is) the way each format stores it."""
+    sd = module.state_dict()
+    if fmt == "state_dict":
+        torch.save(sd, path / "model.pt")
+        return path / "model.pt"
+    if fmt == "lightning":  # what Lightning writes for a module trained in bf16: tensors as they are
+        shadow = [p.detach().clone() for p in module.parameters()]
+        torch.save({"state_dict": {f"backbone.{k}": v for k, v in sd.items()}, "global_step": 0,
+                    "ema": {"decay": 0.9999, "num_updates": 0, "shadow_params": shadow}}, path / "last.ckpt")
+        return path / "last.ckpt"
+    if fmt == "safetensors":
+        save_torch_safetensors({k: v.contiguous() for k, v in sd.items()}, path / "model.safetensors")
+        return path / "model.safetensors"
+    (path / "hf").mkdir()
+    save_torch_safetensors({f"backbone.{k}": v.contiguous() for k, v in sd.items()}, path / "hf" / "model.safetensors",
+                           metadata={"format": "pt"})
+    config = hf_config(model, vocab_size=model.vocab_size, mask_id=model.vocab_size - 1, length=16)
+    (path / "hf" / "config.json").write_text(json.dumps(config))
+    return path / "hf"
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "lightning", "safetensors", "hf"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+def test_half_precision_module_loads_in_every_format(tmp_path, fmt, dtype):
+    model = DiT(**SMALL)
+    module = torch_model(model, params_to_torch(random_params(model, 5), model)).to(dtype)
+    inv_freq = module.rotary_emb.inv_freq
+    assert inv_freq.dtype == dtype  # .to() casts the rotary buffer too
+    # the case at hand: the half table is off the float32 one by more than float32 rounding
+    assert not np.allclose(inv_freq.float().numpy(), rotary_inv_freq(32), rtol=1e-5)
+    sd, _ = load_any(write_torch_module(fmt, tmp_path, module, model), model)
+    assert str(sd["rotary_emb.inv_freq"].dtype) == str(dtype).removeprefix("torch.")  # read as stored
+    weights = {k: v.float() for k, v in module.state_dict().items() if k != "rotary_emb.inv_freq"}
+    assert_trees_equal(params_from_torch(sd, model), params_from_torch(weights, model))  # half -> float32 is exact
+
+
+def test_rotary_table_of_another_base_is_refused():
+    model = DiT(**SMALL)
+    sd = params_to_torch(random_params(model), model)
+    other = torch.from_numpy(1.0 / 500000 ** (np.arange(0, 32, 2, dtype=np.float32) / 32))
+    with pytest.raises(ValueError, match=r"rotary_emb.inv_freq \(bfloat16\) does not match .* another rotary base"):
+        params_from_torch(dict(sd, **{"rotary_emb.inv_freq": other.to(torch.bfloat16)}), model)
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 
@@ -287,13 +335,76 @@ def test_ema_length_mismatch(tmp_path):
         load_any(tmp_path / "x.ckpt", wrong)
 
 
+def test_head_count_mismatch_names_the_fix():
+    sd = params_to_torch(random_params(DiT(**SMALL)), DiT(**SMALL))  # 2 heads of 32
+    message = (r"rotary_emb.inv_freq has shape \(16,\) but the model config \(hidden_size 64, n_heads 4\) expects "
+               r"\(8,\): the checkpoint has head_dim 32, i.e. n_heads=2 at hidden_size 64: set n_heads=2 in the "
+               r"model config \(--config.model.n_heads=2\)")
+    with pytest.raises(ValueError, match=message):
+        params_from_torch(sd, DiT(**{**SMALL, "n_heads": 4}))
+    with pytest.raises(ValueError, match=r"no head count splits hidden_size 64 into that head_dim"):
+        params_from_torch(dict(sd, **{"rotary_emb.inv_freq": rotary_inv_freq(48)}), DiT(**SMALL))
+
+
+WIDER = {**SMALL, "hidden_size": 96, "n_heads": 3}
+
+
+@pytest.mark.parametrize("name,shape,message", [
+    ("blocks.0.attn_qkv.weight", None,
+     r"blocks.0.attn_qkv.weight has shape \(288, 96\) but the model config expects \(192, 64\): the checkpoint's "
+     r"hidden size is 96 \(vocab_embed.embedding is \(50, 96\)\): set hidden_size=96 in the model config "
+     r"\(--config.model.hidden_size=96\)"),
+    ("blocks.1.attn_qkv.weight", (192, 32),
+     r"blocks.1.attn_qkv.weight has shape \(192, 32\) but the model config expects \(192, 64\): the rest of the "
+     r"checkpoint fits hidden_size 64, so this tensor is corrupt or from another architecture"),
+    ("blocks.1.attn_out.weight", (64, 32),
+     r"blocks.1.attn_out.weight has shape \(64, 32\) but the model config expects \(64, 64\): the rest"),
+], ids=["wider_checkpoint", "qkv", "out"])
+def test_misshaped_attention_weights_name_the_parameter(name, shape, message):
+    model = DiT(**SMALL)
+    if shape is None:  # a whole checkpoint of another width
+        sd = params_to_torch(random_params(DiT(**WIDER)), DiT(**WIDER))
+    else:
+        sd = dict(params_to_torch(random_params(model), model), **{name: np.zeros(shape, np.float32)})
+    with pytest.raises(ValueError, match=message):
+        params_from_torch(sd, model)
+
+
+class _RunsCommand:
+    """A pickle that calls ``func(*args)`` on load: what a hostile checkpoint holds."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
 def test_untrusted_pickle_needs_opt_in(tmp_path):
     torch.save({"state_dict": {"backbone.x": torch.ones(2)}, "extra": fractions.Fraction(1, 3)},
                tmp_path / "odd.ckpt")
-    with pytest.raises(ValueError, match="weights_only=False"):
+    with pytest.raises(ValueError, match=r"odd.ckpt pickles .*\(fractions.Fraction\).*weights_only=False"):
         load_any(tmp_path / "odd.ckpt")
     sd, _ = load_any(tmp_path / "odd.ckpt", weights_only=False)
     np.testing.assert_array_equal(sd["x"], np.ones(2, np.float32))
+
+
+HOSTILE = {
+    "os.system": lambda marker: _RunsCommand(os.system, f"touch {marker}"),
+    "eval": lambda marker: _RunsCommand(eval, f"open({marker!r}, 'w')"),
+    "subprocess": lambda marker: _RunsCommand(subprocess.call, ["touch", marker]),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_code_in_a_pickle_is_refused_and_never_run(tmp_path, kind):
+    """Also beside a name that loads as a stand-in (typing.Any, as in omegaconf metadata)."""
+    marker = str(tmp_path / "ran")
+    torch.save({"state_dict": {"backbone.x": torch.ones(2)}, "hyper_parameters": {"ref_type": typing.Any},
+                "callbacks": HOSTILE[kind](marker)}, tmp_path / "evil.ckpt")
+    with pytest.raises(ValueError, match="weights_only=False"):
+        load_any(tmp_path / "evil.ckpt")
+    assert not os.path.exists(marker)
 
 
 def test_writers_validate_against_the_config(tmp_path):

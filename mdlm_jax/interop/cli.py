@@ -13,7 +13,9 @@ weights) as host numpy arrays, without an accelerator, and writes:
 * ``state_dict``: ``torch.save({name: tensor})`` with the official bare names (``.pt``);
 * ``safetensors``: one safetensors file with bare names (OUT, or OUT/model.safetensors when OUT
   does not end in ``.safetensors``);
-* ``hf``: OUT/model.safetensors + OUT/config.json as in the ``kuleshov-group/mdlm-owt`` release.
+* ``hf``: OUT/model.safetensors + OUT/config.json as in the ``kuleshov-group/mdlm-owt`` release, with
+  the remote code that ``transformers.AutoModelForMaskedLM.from_pretrained(OUT, trust_remote_code=True)``
+  loads.
 
 The model architecture comes from the config saved in the checkpoint (``--config`` replaces it)
 and the vocabulary size from the embedding. ``import`` reads any of these files (or the official
@@ -31,7 +33,6 @@ import time
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from absl import flags
 from etils import epath
@@ -56,16 +57,6 @@ def _check_out(out: str, fmt: str) -> None:
                          f"read back); got {out!r}.")
     if fmt == "hf" and os.path.isfile(out):
         raise ValueError(f"--out for hf is a directory; {out!r} is a file.")
-
-
-def _merge(base: dict, saved: dict) -> dict:
-    return {**base, **{k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                       for k, v in saved.items()}}
-
-
-def _saved_config(saved: dict):
-    """The saved config dict over today's defaults: fields added since it was saved take defaults."""
-    return ml_collections.ConfigDict(_merge(config_lib.default_config().to_dict(), saved))
 
 
 def _model_from_config(cfg, vocab_size: int) -> DiT:
@@ -114,7 +105,7 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
     if cfg is None:
         if saved_config is None:
             raise ValueError(f"Step {step} in {workdir} has no saved config; pass --config.")
-        cfg = _saved_config(saved_config)
+        cfg, _ = config_lib.from_saved(saved_config)  # fields added since the save take their defaults
     embedding = arrays[keys[0]].get("vocab_embed") if isinstance(arrays[keys[0]], dict) else None
     if embedding is None:
         raise ValueError(f"Step {step} in {workdir} holds no DiT parameters (no 'vocab_embed').")
@@ -138,7 +129,7 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
     else:
         mask_id = _hf_mask_id(cfg, model.vocab_size) if mask_id is None else mask_id
         formats.save_hf(out, sd, model, vocab_size=model.vocab_size, mask_id=mask_id, length=cfg.data.seq_len)
-        written = [os.path.join(out, formats.HF_WEIGHTS), os.path.join(out, formats.HF_CONFIG)]
+        written = [os.path.join(out, name) for name in (formats.HF_WEIGHTS, formats.HF_CONFIG, *formats.HF_CODE)]
     return dict(format=fmt, step=step, weights="ema" if use_ema else "raw", paths=written, tensors=len(sd),
                 bytes=sum(os.path.getsize(p) for p in written), seconds=time.perf_counter() - start)
 

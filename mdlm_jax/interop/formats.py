@@ -6,27 +6,38 @@ holding Flax params (from orbax or elsewhere) is one conversion away from any fo
 
 * ``save_state_dict``: a plain ``torch.save`` of ``{name: tensor}`` (``.pt`` / ``.bin``).
 * ``save_lightning``: an official-style Lightning ``.ckpt``, loadable by ``Diffusion.load_from_checkpoint``.
-* ``save_hf``: ``model.safetensors`` + ``config.json`` as in the ``kuleshov-group/mdlm-owt`` release.
+* ``save_hf``: ``model.safetensors`` + ``config.json`` as in the ``kuleshov-group/mdlm-owt`` release,
+  with this package's remote code (``configuration_mdlm.py``, ``modeling_mdlm.py``, ``torch_dit.py``)
+  for ``AutoModelForMaskedLM.from_pretrained(dir, trust_remote_code=True)``.
 * ``load_any``: reads any of the above (or a bare ``.safetensors`` file), picking EMA weights when
   a Lightning file has them.
 
 torch is imported only to write or read ``.ckpt`` / ``.pt`` files; safetensors needs only numpy.
+Torch files are read with torch's restricted (``weights_only``) unpickler; the config and tokenizer
+objects an official Lightning file pickles in ``hyper_parameters`` load as inert ``Pickled``
+stand-ins, so neither omegaconf nor their code is needed, and anything else is refused.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
+import shutil
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from mdlm_jax.interop.params import ROTARY_BUFFER, params_from_torch, params_to_torch, torch_param_names
+from mdlm_jax.interop.params import (ROTARY_BUFFER, as_numpy, params_from_torch, params_to_torch,
+                                     torch_param_names)
 
 PREFIX = "backbone."
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 HF_WEIGHTS, HF_CONFIG = "model.safetensors", "config.json"
+# The remote code config.json's auto_map names: modules of this package, which transformers loads
+# from the export directory (modeling_mdlm imports the other two relatively).
+HF_CODE = ("configuration_mdlm.py", "modeling_mdlm.py", "torch_dit.py")
 EMA_DECAY = 0.9999
 # The Lightning release the official code pins; loaders migrate checkpoints by this key.
 LIGHTNING_VERSION = "2.2.1"
@@ -61,14 +72,6 @@ def _canonical(sd: Mapping[str, Any], model_config) -> dict[str, np.ndarray]:
 def _tensors(sd: Mapping[str, np.ndarray], prefix: str = "") -> dict:
     torch = _torch()
     return {prefix + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
-
-
-def _to_numpy(value) -> np.ndarray:
-    torch = _torch()
-    value = value.detach().cpu()
-    if value.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
-        value = value.float()
-    return value.numpy()
 
 
 # ----------------------------------------------------------------------------------------- writers
@@ -112,9 +115,9 @@ def save_lightning(path: str | os.PathLike, sd: Mapping[str, np.ndarray], model_
 
 def hf_config(model_config, *, vocab_size: int, mask_id: int, length: int) -> dict:
     """The ``config.json`` of the ``kuleshov-group/mdlm-owt`` layout (remote code
-    ``configuration_mdlm.MDLMConfig`` / ``modeling_mdlm.MDLM``). ``mask_token_id`` is ours: the
-    release keeps the mask id implicit (``vocab_size - 1`` for GPT-2) and the remote config class
-    stores unknown keys untouched."""
+    ``configuration_mdlm.MDLMConfig`` / ``modeling_mdlm.MDLM``, shipped by ``save_hf``).
+    ``mask_token_id`` is ours: the release keeps the mask id implicit (``vocab_size - 1`` for
+    GPT-2) and its remote config class stores unknown keys untouched."""
     if _field(model_config, "causal", False):
         raise ValueError("The Hugging Face MDLM layout has no AR variant; save the AR backbone as a "
                          "state_dict or Lightning checkpoint.")
@@ -155,7 +158,8 @@ def model_config_from_hf(config: Mapping[str, Any]) -> dict:
 def save_hf(directory: str | os.PathLike, sd: Mapping[str, np.ndarray], model_config, *,
             vocab_size: int, mask_id: int, length: int) -> None:
     """Writes ``directory/model.safetensors`` (``backbone.<name>``, rotary buffer included, format
-    metadata ``pt`` as transformers expects) and ``directory/config.json`` (``hf_config``)."""
+    metadata ``pt`` as transformers expects), ``directory/config.json`` (``hf_config``) and the
+    remote code files ``HF_CODE``."""
     from safetensors.numpy import save_file
 
     config = hf_config(model_config, vocab_size=vocab_size, mask_id=mask_id, length=length)
@@ -168,6 +172,8 @@ def save_hf(directory: str | os.PathLike, sd: Mapping[str, np.ndarray], model_co
               metadata={"format": "pt"})
     with open(os.path.join(directory, HF_CONFIG), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
+    for name in HF_CODE:
+        shutil.copyfile(os.path.join(os.path.dirname(__file__), name), os.path.join(directory, name))
 
 
 # ------------------------------------------------------------------------------------------ reader
@@ -183,14 +189,78 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a readable safetensors file (corrupt or truncated?): {err}") from err
 
 
+class Pickled:
+    """What a restricted load leaves for an object of a class it does not import (an omegaconf
+    ``DictConfig``, a tokenizer): the class's pickled name, the arguments its pickle passes to the
+    constructor (``args``) and the state it restores (``state``), with none of the class's code run."""
+
+    pickled_name = ""
+
+    def __new__(cls, *args, **kwargs):
+        inst = super().__new__(cls)
+        inst.args, inst.state = args, None
+        return inst
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __repr__(self):
+        return f"Pickled({self.pickled_name})"
+
+
+@functools.cache
+def _pickled_class(name: str) -> type:
+    return type(name.rpartition(".")[2], (Pickled,), {"pickled_name": name})
+
+
+def _plain_dict(*_factory) -> dict:
+    return {}
+
+
+# What the official training code pickles besides tensors and containers: save_hyperparameters()
+# keeps the omegaconf config (its metadata names typing and builtin types, and a defaultdict) and
+# the transformers tokenizer in hyper_parameters. Only these names become stand-ins.
+_STAND_IN_PREFIXES = ("omegaconf.", "tokenizers.", "typing.")
+_STAND_IN_NAMES = {f"builtins.{t}" for t in ("dict", "list", "tuple", "str", "int", "float", "bool", "bytes")}
+
+
+def _stand_in(name: str):
+    if name == "collections.defaultdict":  # a plain dict, so that the pickle can fill it
+        return _plain_dict
+    transformers_tokenizer = name.startswith("transformers.") and ".tokenization_" in name
+    if name.startswith(_STAND_IN_PREFIXES) or name in _STAND_IN_NAMES or transformers_tokenizer:
+        return _pickled_class(name)
+    return None
+
+
+def _scan_globals(torch, path: str) -> tuple[list, list[str]]:
+    """The pickle's globals beyond torch's allowlist -> (``(stand-in, name)`` pairs for
+    ``torch.serialization.safe_globals``, the names that stay refused)."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError):
+        return [], []  # not a zip checkpoint, or a damaged one: torch.load says which
+    found = {name: _stand_in(name) for name in names}
+    return ([(obj, name) for name, obj in found.items() if obj is not None],
+            sorted(name for name, obj in found.items() if obj is None))
+
+
 def _read_torch(path: str, weights_only: bool):
     torch = _torch()
+    trust = ("if you trust the file, call load_any(..., weights_only=False) (it runs the file's pickled "
+             "code).")
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        if not weights_only:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        stand_ins, refused = _scan_globals(torch, path)
+        if refused:
+            raise ValueError(f"{path} pickles Python objects beyond tensors, containers and known config classes "
+                             f"({', '.join(refused)}); {trust}")
+        with torch.serialization.safe_globals(stand_ins):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if weights_only and "Weights only load failed" in str(err):
-            raise ValueError(f"{path} holds Python objects beyond tensors and containers; if you trust "
-                             "the file, call load_any(..., weights_only=False).") from err
+            raise ValueError(f"{path} holds Python objects beyond tensors and containers; {trust}") from err
         raise ValueError(f"{path} is not a readable torch checkpoint (corrupt or truncated?): {err}") from err
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"{path} is not a readable torch checkpoint (corrupt or truncated?): {err}") from err
@@ -198,7 +268,7 @@ def _read_torch(path: str, weights_only: bool):
 
 def _from_lightning(path: str, checkpoint: Mapping, model_config, prefer_ema: bool):
     """Backbone weights of a Lightning checkpoint, EMA shadow params mapped back to names."""
-    raw = {k[len(PREFIX):]: _to_numpy(v) for k, v in checkpoint["state_dict"].items() if k.startswith(PREFIX)}
+    raw = {k[len(PREFIX):]: as_numpy(v) for k, v in checkpoint["state_dict"].items() if k.startswith(PREFIX)}
     if not raw:
         raise ValueError(f"{path}: the Lightning state_dict has no 'backbone.' entries.")
     meta = {"format": "lightning", "weights": "raw", "global_step": checkpoint.get("global_step"),
@@ -215,7 +285,7 @@ def _from_lightning(path: str, checkpoint: Mapping, model_config, prefer_ema: bo
                          "parameters; the checkpoint does not match the model config.")
     out = dict(raw)
     for name, value in zip(names, shadow):
-        value = _to_numpy(value)
+        value = as_numpy(value)
         if name in raw and raw[name].shape != value.shape:
             raise ValueError(f"{path}: EMA tensor for {name} has shape {value.shape}, the state_dict "
                              f"{raw[name].shape}; the EMA order does not match the model config.")
@@ -228,7 +298,8 @@ def load_any(path: str | os.PathLike, model_config=None, *, prefer_ema: bool = T
              weights_only: bool = True) -> tuple[dict[str, np.ndarray], dict]:
     """Reads a checkpoint in any supported layout -> ``(state_dict, meta)``.
 
-    ``state_dict``: ``{bare official name: np.ndarray}`` ready for ``params_from_torch``.
+    ``state_dict``: ``{bare official name: np.ndarray}`` in the stored dtype (bfloat16 as
+    ``ml_dtypes.bfloat16``), ready for ``params_from_torch``.
     ``meta``: ``format`` (``hf`` / ``safetensors`` / ``lightning`` / ``state_dict``), ``path``,
     ``weights`` (``ema`` when taken from a Lightning EMA list, else ``raw``: the tensors stored by
     name, which a release may itself have filled with EMA values), plus ``hf_config`` and
@@ -237,7 +308,10 @@ def load_any(path: str | os.PathLike, model_config=None, *, prefer_ema: bool = T
 
     ``model_config`` gives the EMA list's name order (``torch_param_names``); without it the order
     is the checkpoint's ``state_dict`` order minus buffers, which is the same for official files.
-    ``weights_only=False`` unpickles arbitrary objects: use it only for trusted files.
+    ``weights_only=True`` reads torch files with torch's restricted unpickler, loading the omegaconf
+    config and tokenizer objects of official Lightning files as inert ``Pickled`` stand-ins and
+    refusing any other class or function; ``weights_only=False`` unpickles (and so runs) arbitrary
+    objects: use it only for trusted files.
     Raises FileNotFoundError, or ValueError for an unknown layout, an unreadable file, or an EMA
     list that does not fit the model.
     """
@@ -266,7 +340,7 @@ def load_any(path: str | os.PathLike, model_config=None, *, prefer_ema: bool = T
         if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
             sd, meta = _from_lightning(path, obj, model_config, prefer_ema)
         elif isinstance(obj, Mapping) and obj and all(hasattr(v, "detach") for v in obj.values()):
-            sd = {k: _to_numpy(v) for k, v in _bare(obj).items()}
+            sd = {k: as_numpy(v) for k, v in _bare(obj).items()}
             meta = {"format": "state_dict", "weights": "raw"}
         else:
             raise ValueError(f"{path} holds neither a Lightning checkpoint (a dict with 'state_dict') nor "

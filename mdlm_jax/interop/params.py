@@ -1,4 +1,5 @@
-"""Official PyTorch DiT ``state_dict`` <-> Flax params (SPEC section 10), numpy only.
+"""Official PyTorch DiT ``state_dict`` <-> Flax params (SPEC section 10), numpy only (torch tensors
+are accepted without importing torch; bfloat16 arrives as ``ml_dtypes.bfloat16``).
 
 torch ``Linear.weight`` is (out, in) and a Flax kernel is (in, out). The fused qkv weight
 (3D, D) has rows laid out (3, heads, head_dim); here it is a (D, 3, heads, head_dim) kernel, and
@@ -7,10 +8,11 @@ torch ``Linear.weight`` is (out, in) and a Flax kernel is (in, out). The fused q
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
+import ml_dtypes
 import numpy as np
 
 from mdlm_jax.models.dit import DiT
@@ -23,6 +25,7 @@ class _Entry(NamedTuple):
     path: tuple  # path in the Flax params tree
     to_flax: Callable[[np.ndarray], np.ndarray]
     to_torch: Callable[[np.ndarray], np.ndarray]
+    shape: Optional[tuple] = None  # the official shape, for entries whose conversion reshapes
 
 
 def _field(cfg: Any, name: str):
@@ -68,8 +71,10 @@ def param_table(model_config) -> list[_Entry]:
     for i in range(int(_field(model_config, "n_blocks"))):
         b, p = f"blocks.{i}", (f"blocks_{i}",)
         table += _norm(f"{b}.norm1", p + ("norm1",))
-        table.append(_Entry(f"{b}.attn_qkv.weight", p + ("attn", "attn_qkv"), qkv_to_flax, qkv_to_torch))
-        table.append(_Entry(f"{b}.attn_out.weight", p + ("attn", "attn_out"), out_to_flax, out_to_torch))
+        table.append(_Entry(f"{b}.attn_qkv.weight", p + ("attn", "attn_qkv"), qkv_to_flax, qkv_to_torch,
+                            (3 * dim, dim)))
+        table.append(_Entry(f"{b}.attn_out.weight", p + ("attn", "attn_out"), out_to_flax, out_to_torch,
+                            (dim, dim)))
         table += _norm(f"{b}.norm2", p + ("norm2",))
         table += _linear(f"{b}.mlp.0", p + ("mlp", "mlp_0"))
         table += _linear(f"{b}.mlp.2", p + ("mlp", "mlp_2"))
@@ -92,19 +97,67 @@ def rotary_inv_freq(head_dim: int) -> np.ndarray:
     return (1.0 / (10000 ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))).astype(np.float32)
 
 
+def as_numpy(value) -> np.ndarray:
+    """A torch tensor (any device) or array-like -> numpy in its stored dtype; a torch bfloat16
+    tensor becomes an ``ml_dtypes.bfloat16`` array (numpy has none; float32 holds it exactly)."""
+    if not hasattr(value, "detach"):
+        return np.asarray(value)
+    value = value.detach().cpu()
+    if str(value.dtype) == "torch.bfloat16":
+        return value.float().numpy().astype(ml_dtypes.bfloat16)
+    return value.numpy()
+
+
 def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    out = {}
-    for name, value in state_dict.items():
-        bare = name[len("backbone."):] if name.startswith("backbone.") else name
-        out[bare] = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
-    return out
+    return {(name[len("backbone."):] if name.startswith("backbone.") else name): as_numpy(value)
+            for name, value in state_dict.items()}
+
+
+def _shape_error(name: str, found: tuple, want: tuple, sd: Mapping[str, np.ndarray], dim: int) -> ValueError:
+    """A reshaping entry's shape differs from the config's: the embedding tells the checkpoint's
+    hidden size, when that is what differs."""
+    embedding = sd["vocab_embed.embedding"]
+    if embedding.ndim == 2 and embedding.shape[1] != dim:
+        found_dim = embedding.shape[1]
+        fix = (f"the checkpoint's hidden size is {found_dim} (vocab_embed.embedding is {embedding.shape}): set "
+               f"hidden_size={found_dim} in the model config (--config.model.hidden_size={found_dim})")
+    else:
+        fix = (f"the rest of the checkpoint fits hidden_size {dim}, so this tensor is corrupt or from another "
+               "architecture")
+    return ValueError(f"{name} has shape {found} but the model config expects {want}: {fix}.")
+
+
+def _check_rotary(inv_freq: np.ndarray, dim: int, heads: int) -> None:
+    """``inv_freq`` (d/2,) against the table for head_dim d = dim / heads, at the precision it was
+    stored in (a bfloat16 checkpoint rounds the float32 table to 8 significant bits)."""
+    want = rotary_inv_freq(dim // heads)
+    if inv_freq.shape != want.shape:
+        found_head_dim = 2 * inv_freq.shape[0] if inv_freq.ndim == 1 else 0
+        if found_head_dim and dim % found_head_dim == 0:
+            found_heads = dim // found_head_dim
+            fix = (f"the checkpoint has head_dim {found_head_dim}, i.e. n_heads={found_heads} at hidden_size {dim}: "
+                   f"set n_heads={found_heads} in the model config (--config.model.n_heads={found_heads})")
+        else:
+            fix = f"no head count splits hidden_size {dim} into that head_dim: it is not an MDLM DiT of this width"
+        raise ValueError(f"{ROTARY_BUFFER} has shape {inv_freq.shape} but the model config (hidden_size {dim}, "
+                         f"n_heads {heads}) expects {want.shape}: {fix}.")
+    try:
+        resolution = float(ml_dtypes.finfo(inv_freq.dtype).eps)
+    except ValueError as err:
+        raise ValueError(f"{ROTARY_BUFFER} has dtype {inv_freq.dtype}; expected a floating-point table.") from err
+    # float32 tables from other code may differ in the last bits, hence at least 1e-5.
+    if not np.allclose(inv_freq.astype(np.float32), want, rtol=max(resolution, 1e-5), atol=0):
+        raise ValueError(f"{ROTARY_BUFFER} ({inv_freq.dtype}) does not match 10000^(-arange(0, d, 2) / d) for "
+                         f"head_dim {dim // heads}: the checkpoint uses another rotary base.")
 
 
 def params_from_torch(state_dict: Mapping[str, Any], model_config) -> dict:
-    """Official DiT/AR ``state_dict`` (bare or ``backbone.``-prefixed names) -> Flax params tree.
+    """Official DiT/AR ``state_dict`` (bare or ``backbone.``-prefixed names; torch tensors or numpy
+    arrays in any float dtype, bfloat16 included) -> Flax params tree, float32.
 
     Raises ValueError listing missing or unexpected keys, or naming a parameter whose shape does
-    not match the config (with both shapes).
+    not match the config (with both shapes and the config field to change), or a rotary table
+    from another base.
     """
     sd = _strip_prefix(state_dict)
     table = param_table(model_config)
@@ -114,17 +167,19 @@ def params_from_torch(state_dict: Mapping[str, Any], model_config) -> dict:
     if missing or extra:
         raise ValueError(f"state_dict does not match the model config: missing keys {missing}, "
                          f"unexpected keys {extra}.")
+    dim, heads = int(_field(model_config, "hidden_size")), int(_field(model_config, "n_heads"))
     params: dict = {}
     for entry in table:
-        value = entry.to_flax(sd[entry.torch_name].astype(np.float32))
+        value = sd[entry.torch_name]
+        if entry.shape is not None and value.shape != entry.shape:
+            raise _shape_error(entry.torch_name, value.shape, entry.shape, sd, dim)
         node = params
         for key in entry.path[:-1]:
             node = node.setdefault(key, {})
-        node[entry.path[-1]] = value
-    dim, heads = int(_field(model_config, "hidden_size")), int(_field(model_config, "n_heads"))
-    if ROTARY_BUFFER in sd and not np.allclose(sd[ROTARY_BUFFER], rotary_inv_freq(dim // heads), rtol=1e-5):
-        raise ValueError(f"{ROTARY_BUFFER} does not match head_dim {dim // heads}: the checkpoint "
-                         "uses another rotary base or head count.")
+        node[entry.path[-1]] = entry.to_flax(value.astype(np.float32))
+    # A head count change keeps every weight's shape: only the rotary table tells.
+    if ROTARY_BUFFER in sd:
+        _check_rotary(sd[ROTARY_BUFFER], dim, heads)
     check_params(params, model_config)
     return params
 

@@ -5,7 +5,10 @@ It exists so that exported weights can be checked in PyTorch without the officia
 official ``backbone.state_dict()`` keys (bare names), and ``forward`` gives the raw output-layer
 logits in float32. Everything runs in float32; dropout is active only in ``train()`` mode.
 
-This module imports torch at the top; the rest of ``mdlm_jax`` never imports it.
+This module imports torch at the top; the rest of ``mdlm_jax`` imports it only where torch is
+wanted (``modeling_mdlm``, the PyTorch benchmark). It imports nothing beyond torch and the standard
+library: ``hf`` exports ship it as the backbone of their remote code (``modeling_mdlm.py``), which
+is loaded where mdlm_jax is not installed.
 """
 
 from __future__ import annotations
