@@ -52,12 +52,26 @@ def test_eval_with_only_the_workdir_scores_the_training_data(trained):
     np.testing.assert_allclose(out["nelbo"], final_eval["nelbo"], rtol=1e-6)
 
 
-def test_eval_step_picks_an_older_checkpoint_and_restores_no_optimizer_state(trained):
+def test_eval_step_picks_an_older_checkpoint(trained):
     work, _, _ = trained
     run_main(f"--workdir={work}", "--mode=eval", "--step=2", "--config.eval.max_batches=1")
     assert json.loads((work / "eval_step_2.json").read_text())["step"] == 2
     proc = run_main(f"--workdir={work}", "--mode=eval", "--step=3", check=False)
     assert proc.returncode != 0 and "No checkpoint step 3" in proc.stderr and "[2, 4]" in proc.stderr
+
+
+def test_eval_and_sample_restore_only_the_tree_they_read(trained):
+    import jax
+
+    from mdlm_jax import main
+
+    work, _, cfg = trained
+    s = train.setup(cfg, "eval")
+    weights = main._weights(s, str(work), 2, use_ema=True)
+    saved, _, _ = checkpoint.restore_numpy(str(work), ("ema_params",), step=2)
+    assert weights.params is None
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(weights.ema_params), saved["ema_params"])
+    assert main._weights(s, str(work), 2, use_ema=False).ema_params is None
 
 
 def test_sample_with_only_the_workdir(trained):
