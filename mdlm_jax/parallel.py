@@ -145,8 +145,8 @@ def check_batch_size(global_batch: int, mesh: Mesh, microbatches: int = 1, *, na
                          f"processes ({jax.process_count()}).")
     if global_batch % microbatches or (global_batch // microbatches) % shards:
         raise ValueError(f"{name} ({global_batch}) / microbatches ({microbatches}) must be divisible by the data "
-                         f"x fsdp devices "
-                         f"({shards}, mesh {dict(mesh.shape)}): use a multiple of {shards * microbatches}.")
+                         f"x fsdp devices ({shards}) of the mesh {dict(mesh.shape)}: use a multiple of "
+                         f"{shards * microbatches}.")
 
 
 def make_global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
