@@ -20,6 +20,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # model init, diffusion noise and data order all derive from it
 
     c.model = ml_collections.ConfigDict(dict(
+        name="dit",            # the backbone (mdlm_jax.models.MODELS)
         n_blocks=12,           # 'small' (the paper's model); see MODEL_SIZES / set_model_size
         hidden_size=768,
         n_heads=12,
@@ -44,7 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
     ))
 
     c.diffusion = ml_collections.ConfigDict(dict(
-        parameterization="subs",  # 'subs' (MDLM) or 'ar' (causal baseline on the same backbone)
+        parameterization="subs",  # the objective (mdlm_jax.objectives): 'subs' (MDLM) or 'ar' (causal baseline)
         schedule="loglinear",
         schedule_params=ml_collections.ConfigDict({"eps": 1e-3}),
         time_sampler="antithetic",  # 'uniform' | 'antithetic' (global batch) | 'sobol'
@@ -214,7 +215,8 @@ def validate(cfg, mode: str = "train") -> None:
     field and the fix; run before any compile. ``mode``: 'train', 'eval', 'zero_shot' or 'sample'
     (the sampler settings are checked where they will be used: sample mode, or
     ``train.sample_at_end``)."""
-    from mdlm_jax.diffusion import process, sampling, schedules  # pylint: disable=import-outside-toplevel
+    from mdlm_jax import models, objectives  # pylint: disable=import-outside-toplevel
+    from mdlm_jax.diffusion import process, schedules  # pylint: disable=import-outside-toplevel
 
     t, o, e, m, d = cfg.train, cfg.optim, cfg.eval, cfg.model, cfg.diffusion
     _check(t.steps >= 1, f"train.steps must be >= 1 (got {t.steps}): the number of optimizer steps to train to.")
@@ -237,10 +239,9 @@ def validate(cfg, mode: str = "train") -> None:
     _check(0 <= t.ema < 1, f"train.ema must lie in [0, 1) (0 disables the EMA), got {t.ema}.")
     _check(m.dtype in COMPUTE_DTYPES, f"model.dtype {m.dtype!r} is not a compute dtype; choose one of "
            f"{list(COMPUTE_DTYPES)}.")
-    _check(isinstance(m.loss_chunk, int) and m.loss_chunk >= 0,
-           f"model.loss_chunk must be an integer >= 0 (0 = unfused logits), got {m.loss_chunk!r}.")
-    _check(d.parameterization in ("subs", "ar"), f"Unknown diffusion.parameterization {d.parameterization!r}; "
-           "choose 'subs' or 'ar'.")
+    _check(m.name in models.MODELS, f"Unknown model.name {m.name!r}; choose one of {sorted(models.MODELS)}.")
+    _check(d.parameterization in objectives.OBJECTIVES, f"Unknown diffusion.parameterization "
+           f"{d.parameterization!r}; choose one of {sorted(objectives.OBJECTIVES)}.")
     _check(d.schedule in schedules.SCHEDULES, f"Unknown diffusion.schedule {d.schedule!r}; choose one of "
            f"{sorted(schedules.SCHEDULES)}.")
     _check(d.time_sampler in process.TIME_SAMPLERS, f"Unknown diffusion.time_sampler {d.time_sampler!r}; "
@@ -248,14 +249,17 @@ def validate(cfg, mode: str = "train") -> None:
     _check(d.num_steps >= 0, f"diffusion.num_steps must be >= 0 (0 = continuous time), got {d.num_steps}.")
     _check(0 <= d.sampling_eps < 1, f"diffusion.sampling_eps must lie in [0, 1), got {d.sampling_eps}.")
     if mode == "sample" or (mode == "train" and t.sample_at_end):
-        _validate_sampler(cfg, sampling)
+        _validate_sampler(cfg, objectives.OBJECTIVES[d.parameterization])
 
 
-def _validate_sampler(cfg, sampling) -> None:
-    c, ar = cfg.sample, cfg.diffusion.parameterization == "ar"
+def _validate_sampler(cfg, objective) -> None:
+    from mdlm_jax.diffusion import sampling  # pylint: disable=import-outside-toplevel
+
+    c = cfg.sample
     where = "sample" if not cfg.train.sample_at_end else "sample (train.sample_at_end)"
-    _check(c.predictor in sampling.ALL_PREDICTORS, f"Unknown {where}.predictor {c.predictor!r}; choose one of "
-           f"{list(sampling.ALL_PREDICTORS)}.")
+    _check(not objective.predictors or c.predictor in objective.predictors,
+           f"Unknown {where}.predictor {c.predictor!r} for diffusion.parameterization {objective.name!r}; choose "
+           f"one of {list(objective.predictors)}.")
     _check(c.temperature > 0, f"sample.temperature must be > 0, got {c.temperature}.")
     _check(0 < c.top_p <= 1, f"sample.top_p must lie in (0, 1], got {c.top_p}.")
     _check(c.noise in sampling.NOISES, f"Unknown sample.noise {c.noise!r}; choose one of {list(sampling.NOISES)}.")
@@ -264,8 +268,8 @@ def _validate_sampler(cfg, sampling) -> None:
     if c.num_strides:
         _check(1 <= c.stride <= cfg.data.seq_len, f"sample.stride must lie in [1, data.seq_len = "
                f"{cfg.data.seq_len}], got {c.stride}.")
-    if ar:
-        _check(not c.suffix and not c.num_strides, "The AR baseline samples left to right: sample.suffix "
+    if objective.causal:
+        _check(not c.suffix and not c.num_strides, "A causal model samples left to right: sample.suffix "
                "(infilling) and sample.num_strides (semi-autoregressive strides) need a diffusion model; "
                "unset them.")
     elif c.predictor == "ddpm_cache" and cfg.diffusion.schedule != "loglinear":
@@ -281,11 +285,14 @@ def set_model_size(cfg, size: str) -> None:
 
 
 def model_kwargs(cfg) -> dict:
-    """DiT constructor arguments (except vocab_size) from a config."""
+    """DiT constructor arguments (except vocab_size) from a config; ``causal`` is what the objective needs."""
+    from mdlm_jax.objectives import OBJECTIVES  # pylint: disable=import-outside-toplevel
+
     m = cfg.model
+    objective = OBJECTIVES.get(cfg.diffusion.parameterization)
     return dict(n_blocks=m.n_blocks, hidden_size=m.hidden_size, n_heads=m.n_heads, cond_dim=m.cond_dim,
                 mlp_ratio=m.mlp_ratio, dropout=m.dropout, time_conditioning=m.time_conditioning,
-                remat=m.remat, scan_blocks=m.scan_blocks, causal=cfg.diffusion.parameterization == "ar")
+                remat=m.remat, scan_blocks=m.scan_blocks, causal=bool(objective and objective.causal))
 
 
 def apply_arg(cfg, arg: str | None):

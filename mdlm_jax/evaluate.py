@@ -54,7 +54,7 @@ def evaluate(s, state, *, step: int | None = None, batches=None, name: str = "ev
         batches = data.make_eval_batches(cfg.data, global_batch_size=cfg.eval.batch_size,
                                          process_index=jax.process_index(), process_count=jax.process_count())
     num_batches = len(batches) if cfg.eval.max_batches < 0 else min(len(batches), cfg.eval.max_batches)
-    passes = 1 if s.task.is_ar else cfg.eval.num_t
+    passes = s.task.objective.eval_passes()
     losses, tokens = [], None
     with jax.set_mesh(s.mesh):
         for r in range(passes):

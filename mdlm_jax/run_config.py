@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from mdlm_jax import config as config_lib
 
-MODEL_FIELDS = ("model.n_blocks", "model.hidden_size", "model.n_heads", "model.cond_dim", "model.mlp_ratio",
+MODEL_FIELDS = ("model.name", "model.n_blocks", "model.hidden_size", "model.n_heads", "model.cond_dim", "model.mlp_ratio",
                 "model.time_conditioning", "diffusion.parameterization", "diffusion.schedule",
                 "diffusion.schedule_params", "diffusion.sampling_eps", "data.tokenizer")
 DATA_FIELDS = ("seed", "data.source", "data.files", "data.jsonl_field", "data.seq_len", "data.packing",

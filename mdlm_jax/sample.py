@@ -32,8 +32,9 @@ def _given_tokens(s) -> tuple[list[int], list[int]]:
     c, tok = s.cfg.sample, s.tokenizer
     bos = [tok.bos_id] if s.cfg.data.packing in ("wrap", "pad") else []
     prefix = tok.encode(c.prefix) if c.prefix else []
-    first = bos + prefix if (prefix or s.task.is_ar) else []
-    if s.task.is_ar and not first:
+    starts = s.task.objective.starts_with_bos
+    first = bos + prefix if (prefix or starts) else []
+    if starts and not first:
         first = [tok.bos_id]
     return first, tok.encode(c.suffix) if c.suffix else []
 
@@ -49,24 +50,6 @@ def _template(s, num_samples: int):
     return jnp.tile(jnp.asarray(row, jnp.int32)[None], (num_samples, 1))
 
 
-def _block_sampler(s):
-    """(params, key, x_init (N, L)) -> SampleOutput: the configured sampler over one block."""
-    c, task = s.cfg.sample, s.task
-    model = task.model
-    shaping = dict(temperature=c.temperature, top_p=c.top_p, noise=c.noise)
-    if task.is_ar:
-        start = len(_given_tokens(s)[0])
-        return lambda p, k, x: sampling.sample_ar(  # noqa: E731
-            lambda y: model.apply({"params": p}, y), k, x, mask_id=task.mask_id, start=start, **shaping)
-    denoise = lambda p: lambda y, sig: model.apply({"params": p}, y, sig)  # noqa: E731
-    if c.predictor == "first_hitting":
-        return lambda p, k, x: sampling.sample_first_hitting(  # noqa: E731
-            denoise(p), k, x, schedule=task.schedule, mask_id=task.mask_id, **shaping)
-    return lambda p, k, x: sampling.sample(  # noqa: E731
-        denoise(p), k, x, schedule=task.schedule, mask_id=task.mask_id, num_steps=c.num_steps,
-        predictor=c.predictor, time_conditioning=model.time_conditioning, **shaping)
-
-
 def _compiled_sampler(s, params, key, x_init):
     """The block sampler compiled once per setup and input shape: (executable, compile seconds, 0 if cached)."""
     cache_key = ("sample", tuple(x_init.shape))
@@ -74,7 +57,7 @@ def _compiled_sampler(s, params, key, x_init):
         return s.compiled[cache_key], 0.0
     start = time.perf_counter()
     with jax.set_mesh(s.mesh):
-        s.compiled[cache_key] = jax.jit(_block_sampler(s)).lower(params, key, x_init).compile()
+        s.compiled[cache_key] = jax.jit(s.task.objective.block_sampler(s.task.model, len(_given_tokens(s)[0]))).lower(params, key, x_init).compile()
     return s.compiled[cache_key], time.perf_counter() - start
 
 
@@ -86,7 +69,7 @@ def generate(s, params) -> Samples:
     block, compile_seconds = _compiled_sampler(s, params, jax.random.fold_in(key, 0), x_init)
     start = time.perf_counter()
     with jax.set_mesh(s.mesh):
-        if c.num_strides and not task.is_ar:
+        if c.num_strides:
             out = sampling.semi_autoregressive(lambda k, x: block(params, k, x), key, x_init, stride=c.stride,
                                                num_strides=c.num_strides, mask_id=task.mask_id)
         else:
@@ -136,12 +119,7 @@ def _record(s, ids: list[int], out: Samples) -> dict:
 
 
 def _describe(s) -> str:
-    c = s.cfg.sample
-    parts = ["ar"] if s.task.is_ar else [c.predictor] + ([f"T={c.num_steps}"] if c.predictor != "first_hitting"
-                                                         else [])
-    parts += [f"temperature={c.temperature}"] * (c.temperature != 1) + [f"top_p={c.top_p}"] * (c.top_p != 1)
-    parts += [f"semi-AR {c.num_strides}x{c.stride}"] * bool(c.num_strides) + [f"noise={c.noise}"] * (c.noise != "exact")
-    return " ".join(parts)
+    return s.task.objective.describe_sampler()
 
 
 def trajectory_html(tokenizer, out: Samples, *, title: str) -> str:

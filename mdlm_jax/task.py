@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from mdlm_jax import config as config_lib, optim, parallel
+from mdlm_jax import models, objectives, optim, parallel
 from mdlm_jax.diffusion import losses
 from mdlm_jax.diffusion.schedules import NoiseSchedule, get_schedule
-from mdlm_jax.models import DiT, dit
+from mdlm_jax.models import dit
 
 
 class Streams(NamedTuple):
@@ -66,46 +66,34 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """What the steps close over: the model, the mask id, the schedule and the config."""
+    """What the steps close over: the model, the objective, the mask id, the schedule and the config."""
 
-    model: DiT
+    model: nn.Module
+    objective: objectives.Objective
     mask_id: int
     schedule: NoiseSchedule
     cfg: Any
 
-    @property
-    def is_ar(self) -> bool:
-        return self.model.causal
-
 
 def make_task(cfg, vocab_size: int, mask_id: int) -> Task:
-    """Builds the model and schedule a config describes, for a vocabulary of ``vocab_size``."""
+    """Builds the objective (``diffusion.parameterization``), the model (``model.name``) and the
+    schedule a config describes, for a vocabulary of ``vocab_size``."""
     if not 0 <= mask_id < vocab_size:
         raise ValueError(f"mask_id {mask_id} must lie in [0, vocab_size={vocab_size}).")
-    if cfg.diffusion.parameterization not in ("subs", "ar"):
-        raise ValueError(f"Unknown diffusion.parameterization {cfg.diffusion.parameterization!r}; "
-                         "choose 'subs' or 'ar'.")
     if not (isinstance(cfg.model.loss_chunk, int) and cfg.model.loss_chunk >= 0):
         raise ValueError(f"model.loss_chunk must be an integer >= 0 (0 = unfused logits), got "
                          f"{cfg.model.loss_chunk!r}.")
-    model = DiT(vocab_size=vocab_size, dtype=jnp.dtype(cfg.model.dtype),
-                attention_impl=cfg.model.attention_impl or None, **config_lib.model_kwargs(cfg))
     schedule = get_schedule(cfg.diffusion.schedule, **dict(cfg.diffusion.schedule_params))
-    return Task(model, mask_id, schedule, cfg)
+    objective = objectives.get_objective(cfg, mask_id=mask_id, schedule=schedule)
+    model = models.get_model(cfg, vocab_size=vocab_size, causal=objective.causal)
+    return Task(model, objective, mask_id, schedule, cfg)
 
 
 def prepare(task: Task, batch: dict, rng, sobol_rng, sobol_offset=0) -> dict:
-    """Per-example loss inputs for the global batch: for MDLM the corruption (t, x_t, weight) is
+    """Per-example loss inputs for the global batch (``Objective.prepare``): what is random is
     drawn here, over the whole batch, so microbatching cannot change it. ``sobol_rng`` and
     ``sobol_offset`` are used by the ``sobol`` time sampler only."""
-    x0, am = batch["input_ids"], batch["attention_mask"].astype(jnp.float32)
-    if task.is_ar:
-        return dict(x0=x0, am=am)
-    d = task.cfg.diffusion
-    c = losses.corrupt(rng, x0, schedule=task.schedule, mask_id=task.mask_id, time_sampler=d.time_sampler,
-                       sampling_eps=d.sampling_eps, num_steps=d.num_steps, sobol_rng=sobol_rng,
-                       sobol_offset=sobol_offset)
-    return dict(x0=x0, am=am, xt=c.xt, sigma=c.sigma, weight=c.weight, t=c.t)
+    return task.objective.prepare(batch, rng, sobol_rng, sobol_offset)
 
 
 def _outputs(task: Task, params, tokens, sigma, *, train: bool, rng):
@@ -114,20 +102,16 @@ def _outputs(task: Task, params, tokens, sigma, *, train: bool, rng):
     ``losses.chunked_token_nll``, which never materialises the (B, L, V) logits."""
     chunk = task.cfg.model.loss_chunk
     rngs = {"dropout": rng} if train else {}
-    out = task.model.apply({"params": params}, tokens, sigma, train=train, rngs=rngs, return_hidden=chunk > 0)
     if not chunk:
-        return out, None
+        return task.model.apply({"params": params}, tokens, sigma, train=train, rngs=rngs), None
+    out = task.model.apply({"params": params}, tokens, sigma, train=train, rngs=rngs, return_hidden=True)
     project = functools.partial(dit.project_hidden, task.model, params)
     return out, lambda hidden, targets: losses.chunked_token_nll(hidden, project, targets, task.mask_id, chunk)
 
 
 def token_losses(task: Task, params, ex: dict, *, train: bool, rng=None) -> losses.LossOutput:
-    """The NELBO (or AR NLL) of the examples in ``ex``, per token and reduced."""
-    if task.is_ar:
-        out, nll = _outputs(task, params, ex["x0"], None, train=train, rng=rng)
-        return losses.ar_loss(out, ex["x0"], ex["am"], task.mask_id, nll=nll)
-    out, nll = _outputs(task, params, ex["xt"], ex["sigma"], train=train, rng=rng)
-    return losses.masked_diffusion_loss(out, ex["x0"], ex["xt"], ex["weight"], ex["am"], task.mask_id, nll=nll)
+    """The objective's loss of the examples in ``ex`` (the NELBO, or the AR NLL), per token and reduced."""
+    return task.objective.token_losses(functools.partial(_outputs, task, params, train=train, rng=rng), ex)
 
 
 def loss_sums(task: Task, params, ex: dict, *, train: bool, rng=None):
@@ -180,8 +164,7 @@ def eval_step(params, batch: dict, rng, *, task: Task) -> dict:
     noise_rng, sobol_rng = jax.random.split(rng)
     ex = prepare(task, batch, noise_rng, sobol_rng)
     out = token_losses(task, params, ex, train=False)
-    weights = ex["am"][:, 1:] if task.is_ar else ex["am"]
-    return dict(loss=out.token_loss.sum(-1), tokens=weights.sum(-1))
+    return dict(loss=out.token_loss.sum(-1), tokens=out.weights.sum(-1))
 
 
 def _init_boxed(task: Task, optimizer, rng, seq_len: int) -> TrainState:

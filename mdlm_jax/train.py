@@ -167,11 +167,13 @@ def train_and_evaluate(cfg, workdir: str, s: Setup | None = None) -> dict:
                       in_shardings=(s.shardings, s.batch_sharding),
                       out_shardings=(s.shardings, parallel.replicated(s.mesh)), donate_argnums=0)
     tokens_per_step = t.batch_size * cfg.data.seq_len
+    m = s.task.model
+    counted = all(hasattr(m, f) for f in ("n_blocks", "hidden_size", "mlp_ratio"))  # the DiT's FLOP count
     flops_per_step = tokens_per_step * flops.train_flops_per_token(
-        n_blocks=s.task.model.n_blocks, hidden_size=s.task.model.hidden_size, mlp_ratio=s.task.model.mlp_ratio,
-        vocab_size=s.task.model.vocab_size, seq_len=cfg.data.seq_len)
-    writer = MetricsWriter(workdir, total_steps=t.steps, tokens_per_step=tokens_per_step,
-                           flops_per_step=flops_per_step, peak_flops=flops.total_peak_flops(cfg.train.peak_tflops))
+        n_blocks=m.n_blocks, hidden_size=m.hidden_size, mlp_ratio=m.mlp_ratio, vocab_size=m.vocab_size,
+        seq_len=cfg.data.seq_len) if counted else 0.0
+    writer = MetricsWriter(workdir, total_steps=t.steps, tokens_per_step=tokens_per_step, flops_per_step=flops_per_step,
+                           peak_flops=flops.total_peak_flops(cfg.train.peak_tflops) if counted else None)
     writer.write_text("config", cfg.to_json_best_effort(indent=2))
     guard = PreemptionGuard(t.preemption_check_every)
     start = int(jax.device_get(state.step))

@@ -52,6 +52,9 @@ class NoZeroShotData(RuntimeError):
     """None of the requested zero-shot sets could be read."""
 
 
+_PAPER_ROWS = {"subs": "MDLM", "ar": "AR"}  # objective -> the paper's row name
+
+
 def paper_value(model: str, name: str) -> float | None:
     """The paper's Table 3 entry for ``model`` ('AR' or 'MDLM') on set ``name`` (None if absent)."""
     return _PAPER[model][1].get("wikitext" if name.startswith("wikitext") else name)
@@ -124,6 +127,7 @@ def run(s, state, *, step: int | None = None, workdir: str | None = None) -> dic
 
     Raises NoZeroShotData (after writing the JSON) when no set could be read.
     """
+    objective = s.task.objective
     cfg = s.cfg
     names = requested_sets(cfg.eval.zero_shot_sets)
     paths = parse_paths(cfg.eval.zero_shot_paths)
@@ -154,8 +158,8 @@ def run(s, state, *, step: int | None = None, workdir: str | None = None) -> dic
         metrics = evaluate.evaluate(s, state, step=step, batches=batches, name=f"zero-shot {name}")
         sets[name] = dict(entry, status="ok", **metrics)
     result = dict(
-        step=step, model="AR" if s.task.is_ar else "MDLM", bound=not s.task.is_ar, order=names, sets=sets,
-        eval_seed=int(cfg.eval.seed), num_t=1 if s.task.is_ar else int(cfg.eval.num_t),
+        step=step, model=_PAPER_ROWS.get(objective.name, objective.name), bound=objective.bound, order=names,
+        sets=sets, eval_seed=int(cfg.eval.seed), num_t=objective.eval_passes(),
         time_sampler=cfg.diffusion.time_sampler, num_steps=int(cfg.diffusion.num_steps),
         use_ema=bool(cfg.eval.use_ema), max_batches=int(cfg.eval.max_batches),
         paper={model: {n: paper_value(model, n) for n in names} for model in _PAPER})

@@ -17,11 +17,13 @@ from mdlm_jax.diffusion.schedules import NoiseSchedule
 
 class LossOutput(NamedTuple):
     """loss: () reduced NELBO in nats/token; token_loss: (B, L) weighted per-token loss
-    (already multiplied by the attention mask); num_tokens: () sum of the attention mask."""
+    (already multiplied by the attention mask); num_tokens: () sum of the attention mask;
+    weights: (B, L) the mask the loss was reduced over (per-row token counts are its row sums)."""
 
     loss: jax.Array
     token_loss: jax.Array
     num_tokens: jax.Array
+    weights: jax.Array
 
 
 def _mask_column(logits, mask_id: int):
@@ -100,7 +102,7 @@ def reduce_loss(token_loss, attention_mask) -> LossOutput:
     attention_mask = attention_mask.astype(jnp.float32)
     token_loss = token_loss * attention_mask
     num_tokens = attention_mask.sum()
-    return LossOutput(token_loss.sum() / jnp.maximum(num_tokens, 1.0), token_loss, num_tokens)
+    return LossOutput(token_loss.sum() / jnp.maximum(num_tokens, 1.0), token_loss, num_tokens, attention_mask)
 
 
 def masked_diffusion_loss(logits, x0, xt, weight, attention_mask, mask_id: int,
@@ -127,20 +129,25 @@ class Corrupted(NamedTuple):
 
 
 def corrupt(rng, x0, *, schedule: NoiseSchedule, mask_id: int, time_sampler: str = "antithetic",
-            sampling_eps: float = 1e-3, num_steps: int = 0, sobol_rng=None, sobol_offset=0) -> Corrupted:
+            sampling_eps: float = 1e-3, num_steps: int = 0, sobol_rng=None, sobol_offset=0, t=None,
+            xt=None) -> Corrupted:
     """Draws one t per sequence and x_t ~ q(x_t | x_0), with the matching NELBO weight.
 
     ``num_steps = 0`` is continuous time (weight dsigma / expm1(sigma)), otherwise discrete time with
     T = num_steps. For the ``sobol`` sampler pass a ``sobol_rng`` fixed across steps and an
-    increasing ``sobol_offset``. Shapes: x0 (B, L) int -> Corrupted.
+    increasing ``sobol_offset``. A given ``t`` (B,) and ``xt`` (B, L) (recorded draws, to replay
+    another run) are used instead of drawing them. Shapes: x0 (B, L) int -> Corrupted.
     """
     t_rng, mask_rng = jax.random.split(rng)
     if time_sampler == "sobol" and sobol_rng is not None:
         t_rng = sobol_rng
-    t = process.sample_t(t_rng, x0.shape[0], sampler=time_sampler, sampling_eps=sampling_eps,
-                         num_steps=num_steps, offset=sobol_offset)
+    if t is None:
+        t = process.sample_t(t_rng, x0.shape[0], sampler=time_sampler, sampling_eps=sampling_eps,
+                             num_steps=num_steps, offset=sobol_offset)
+    t = jnp.asarray(t, jnp.float32)
     sigma, dsigma = schedule(t)
-    xt = process.forward_process(mask_rng, x0, schedule.move_chance(t), mask_id)
+    if xt is None:
+        xt = process.forward_process(mask_rng, x0, schedule.move_chance(t), mask_id)
     if num_steps:
         weight = discrete_weight(schedule, t, num_steps)
     else:

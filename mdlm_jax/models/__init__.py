@@ -1,5 +1,7 @@
-"""Denoisers: the DiT (bidirectional, MDLM) and its causal AR twin."""
+"""Backbones by registry (``model.name``): the DiT (bidirectional for MDLM, causal for the AR
+baseline); ``register_model`` adds one."""
 
-from mdlm_jax.models.dit import DiT
+from mdlm_jax.models.registry import MODELS, get_model, register_model
+from mdlm_jax.models.dit import DiT  # noqa: E402  (registers 'dit')
 
-__all__ = ["DiT"]
+__all__ = ["DiT", "MODELS", "get_model", "register_model"]

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from mdlm_jax.models import attention, layers
+from mdlm_jax.models.registry import register_model
 from mdlm_jax.models.layers import Dense, LayerNorm, modulate, partitioned
 from mdlm_jax.validation import check_token_ids
 
@@ -231,3 +232,12 @@ class DiT(nn.Module):
         if self.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat])
         return jax.lax.scan(body, x, (stacked, jnp.arange(self.n_blocks)))[0]
+
+
+@register_model("dit")
+def build_dit(cfg, *, vocab_size: int, causal: bool) -> DiT:
+    """The DiT of ``cfg.model`` (SPEC section 6); ``causal`` for the AR baseline."""
+    from mdlm_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+
+    return DiT(vocab_size=vocab_size, dtype=jnp.dtype(cfg.model.dtype), attention_impl=cfg.model.attention_impl or None,
+               **dict(config_lib.model_kwargs(cfg), causal=causal))
