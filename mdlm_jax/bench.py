@@ -84,9 +84,7 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
     optimizer = optim.make_optimizer(cfg.optim)
     _, shardings = task_lib.state_shardings(task, optimizer, mesh, length)
     state = task_lib.init_state(task, optimizer, mesh, shardings, 0, length)
-    step = jax.jit(functools.partial(task_lib.train_step, task=task, optimizer=optimizer),
-                   in_shardings=(shardings, parallel.batch_sharding(mesh)),
-                   out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+    step = task_lib.make_train_step(task, optimizer, mesh, shardings)
     rng = np.random.default_rng(0)
     batch_np = {"input_ids": rng.integers(0, vocab - 1, (batch, length)).astype(np.int32),
                 "attention_mask": np.ones((batch, length), np.float32)}

@@ -158,6 +158,15 @@ def train_step(state: TrainState, batch: dict, *, task: Task, optimizer: optax.G
     return state.replace(step=step, params=params, opt_state=opt_state, ema_params=ema), metrics
 
 
+def make_train_step(task: Task, optimizer: optax.GradientTransformation, mesh: Mesh, shardings):
+    """The one jitted, donated ``train_step`` over ``mesh`` (training, the benchmark and the tests
+    all use it): (state, global batch) -> (state, replicated metrics), the state in ``shardings``
+    and the batch split over data x fsdp."""
+    return jax.jit(functools.partial(train_step, task=task, optimizer=optimizer),
+                   in_shardings=(shardings, parallel.batch_sharding(mesh)),
+                   out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+
+
 def eval_step(params, batch: dict, rng, *, task: Task) -> dict:
     """Per-sequence sums for the PPL bound: loss (B,) = NELBO (or AR NLL) summed over each row's
     tokens, tokens (B,) = each row's number of loss tokens. ``rng``: this batch's key of the eval stream."""

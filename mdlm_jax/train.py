@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 import signal
@@ -163,9 +162,7 @@ def train_and_evaluate(cfg, workdir: str, s: Setup | None = None) -> dict:
     except StartupError:
         ckpt.close()
         raise
-    step_fn = jax.jit(functools.partial(task_lib.train_step, task=s.task, optimizer=s.optimizer),
-                      in_shardings=(s.shardings, s.batch_sharding),
-                      out_shardings=(s.shardings, parallel.replicated(s.mesh)), donate_argnums=0)
+    step_fn = task_lib.make_train_step(s.task, s.optimizer, s.mesh, s.shardings)
     tokens_per_step = t.batch_size * cfg.data.seq_len
     m = s.task.model
     counted = all(hasattr(m, f) for f in ("n_blocks", "hidden_size", "mlp_ratio"))  # the DiT's FLOP count

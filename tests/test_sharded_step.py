@@ -29,9 +29,7 @@ def run_steps(cfg, num_steps=2, seed=0):
     optimizer = optim.make_optimizer(cfg.optim)
     _, shardings = task_lib.state_shardings(task, optimizer, mesh, LENGTH)
     state = task_lib.init_state(task, optimizer, mesh, shardings, seed, LENGTH)
-    step = jax.jit(functools.partial(task_lib.train_step, task=task, optimizer=optimizer),
-                   in_shardings=(shardings, parallel.batch_sharding(mesh)),
-                   out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+    step = task_lib.make_train_step(task, optimizer, mesh, shardings)
     rng = np.random.default_rng(seed)
     losses = []
     with jax.set_mesh(mesh):

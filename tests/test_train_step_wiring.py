@@ -34,7 +34,7 @@ def run(cfg, num_steps, batch=None, seed=0):
     optimizer = optim.make_optimizer(cfg.optim)
     _, shardings = task_lib.state_shardings(task, optimizer, mesh, LENGTH)
     state = task_lib.init_state(task, optimizer, mesh, shardings, seed, LENGTH)
-    step = jax.jit(functools.partial(task_lib.train_step, task=task, optimizer=optimizer), donate_argnums=0)
+    step = task_lib.make_train_step(task, optimizer, mesh, shardings)
     if batch is None:
         rng = np.random.default_rng(seed)
         batch = {"input_ids": rng.integers(0, MASK, (BATCH, LENGTH)).astype(np.int32),
@@ -180,7 +180,7 @@ def test_train_loss_is_the_ratio_of_sums_over_the_batch():
     state = state.replace(params=_perturbed(state.params))
     row_nll, row_tokens = _exact_ar_nll(task, jax.device_get(state.params), batch)
     with jax.set_mesh(mesh):
-        _, metrics = jax.jit(functools.partial(task_lib.train_step, task=task, optimizer=optimizer))(state, batch)
+        _, metrics = task_lib.make_train_step(task, optimizer, mesh, shardings)(state, batch)
     assert float(metrics["tokens"]) == row_tokens.sum()
     np.testing.assert_allclose(float(metrics["loss"]), row_nll.sum() / row_tokens.sum(), rtol=2e-6)
 
