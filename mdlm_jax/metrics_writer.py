@@ -27,12 +27,12 @@ class MetricsWriter:
         self.peak_flops = peak_flops
         self._last = None  # (time, step) of the previous training-scalar write
         self._tb = None
+        self.logdir = os.path.join(workdir, "tb") if "://" not in workdir else tempfile.mkdtemp(prefix="mdlm_tb_")
         if self.active:
             from tensorboardX import SummaryWriter
 
-            logdir = os.path.join(workdir, "tb") if "://" not in workdir else tempfile.mkdtemp(prefix="mdlm_tb_")
-            self._tb = SummaryWriter(logdir)
-            logging.info("TensorBoard event files: %s", logdir)
+            self._tb = SummaryWriter(self.logdir)
+            logging.info("TensorBoard event files: %s", self.logdir)
 
     def write_scalars(self, step: int, scalars: dict) -> None:
         if not self.active:
@@ -58,6 +58,11 @@ class MetricsWriter:
                       f"MFU {100 * rates['mfu']:.1f}%" if "mfu" in rates else "MFU n/a", f"ETA {eta}"]
         self._last = (now, step)
         logging.info(" | ".join(parts))
+        self._tb.flush()  # a killed run loses at most one logging interval of events
+
+    def restart_clock(self, step: int) -> None:
+        """The next steps/s counts from now: time spent since the last write (an evaluation) is not training."""
+        self._last = (time.perf_counter(), step)
 
     def write_text(self, tag: str, text: str) -> None:
         if self.active:

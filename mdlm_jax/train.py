@@ -177,8 +177,11 @@ def train_and_evaluate(cfg, workdir: str, s: Setup | None = None) -> dict:
     eval_metrics: dict = {}
     pending: list = []  # (step, metrics) not yet checked for NaN
     window: list = []   # metrics since the last log line
-    logging.info("Training from step %d to %d on %d devices (%d processes), mesh %s", start, t.steps,
-                 jax.device_count(), jax.process_count(), dict(s.mesh.shape))
+    num_params = sum(x.size for x in jax.tree_util.tree_leaves(s.abstract_state.params))
+    logging.info("Training a %s model (%s parameters, objective %r) from step %d to %d on %d devices "
+                 "(%d processes), mesh %s; compiling the train step first", cfg.model.name, f"{num_params:,}",
+                 cfg.diffusion.parameterization, start, t.steps, jax.device_count(), jax.process_count(),
+                 dict(s.mesh.shape))
     try:
         with jax.set_mesh(s.mesh):
             for step in range(start + 1, t.steps + 1):
@@ -196,9 +199,11 @@ def train_and_evaluate(cfg, workdir: str, s: Setup | None = None) -> dict:
                     _check_finite(pending, ckpt)
                     pending = []
                     ckpt.save(step, state, data_state=train_iter.get_state(), config=cfg.to_dict(), force=True)
+                    logging.info("Saving checkpoint step %d in %s", step, ckpt.directory)
                 if t.eval_every and (step % t.eval_every == 0 or step == t.steps) and not preempted:
                     eval_metrics = evaluate.evaluate(s, state, step=step, batches=eval_batches)
                     writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+                    writer.restart_clock(step)  # steps/s counts training steps only
                 if preempted:
                     logging.warning("Preempted: saved step %d; exiting.", step)
                     break
@@ -209,4 +214,7 @@ def train_and_evaluate(cfg, workdir: str, s: Setup | None = None) -> dict:
         ckpt.close()
         writer.close()
         guard.close()
+    if jax.process_index() == 0:
+        logging.info("Done: checkpoints in %s, TensorBoard events in %s. Next: python -m mdlm_jax.main "
+                     "--workdir=%s --mode=eval (or --mode=sample).", ckpt.directory, writer.logdir, workdir)
     return eval_metrics

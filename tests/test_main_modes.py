@@ -163,3 +163,16 @@ def test_training_into_another_models_checkpoint_names_the_mismatch(tmp_path):
     cfg.model.n_blocks = 3
     with pytest.raises(train.StartupError, match=r"blocks_2/.*saved nothing.*train in another workdir"):
         train.train_and_evaluate(cfg, str(tmp_path / "work"))
+
+
+def test_a_run_says_what_it_trains_when_it_saves_and_where_its_outputs_went(tmp_path, caplog):
+    cfg = load_config("quickstart", "quick")
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    cfg.train.update(steps=2, eval_every=0, checkpoint_every=1)
+    with caplog.at_level("INFO"):
+        train.train_and_evaluate(cfg, str(tmp_path / "work"))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Training a dit model (" in text and " parameters, objective 'subs'" in text and "compiling" in text
+    assert "Saving checkpoint step 1 in" in text and "Saving checkpoint step 2 in" in text
+    assert f"Done: checkpoints in {tmp_path / 'work' / 'checkpoints'}" in text and "--mode=eval" in text
+    assert any(p.stat().st_size > 0 for p in (tmp_path / "work" / "tb").iterdir())  # events flushed
