@@ -58,7 +58,12 @@ def default_config() -> ml_collections.ConfigDict:
         # 'lm1b', 'owt', 'text8', and the zero-shot sets 'ptb', 'wikitext2', 'wikitext103', 'lambada',
         # 'ag_news', 'pubmed', 'arxiv'
         source="embedded",
-        files=(),              # .txt / .jsonl paths or globs when source == 'files'
+        # source == 'files': .txt / .jsonl (optionally .gz) files, globs or directories; on the command
+        # line a comma-separated list (--config.data.files=a.txt,notes/,more/*.jsonl.gz)
+        files=(),
+        # .txt documents: 'blank_lines' (runs of lines between blank lines), 'file' (one per file), or
+        # any other string: a line holding just it separates documents (e.g. '<|endoftext|>')
+        txt_split="blank_lines",
         jsonl_field="text",    # the text field of .jsonl records ('files', and OpenWebText as .jsonl)
         # 'files': invalid UTF-8 is 'warn' (replaced by U+FFFD, the bytes counted and reported) or 'error'
         invalid_utf8="warn",

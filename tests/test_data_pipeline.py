@@ -141,6 +141,31 @@ def test_text_and_jsonl_sources(tmp_path):
         data.text_files([tmp_path / "d.jsonl"])
 
 
+def test_own_text_from_directories_lists_and_gzip_split_at_blank_lines(tmp_path):
+    import gzip
+
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "a.txt").write_text("First paragraph,\ntwo lines.\n\n\nSecond one.\n  \nThird.\n")
+    with gzip.open(tmp_path / "sub" / "b.txt.gz", "wt") as f:
+        f.write("Zipped one.\n\nZipped two.\n")
+    with gzip.open(tmp_path / "sub" / "deeper" / "c.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"text": "a record"}) + "\n")
+    (tmp_path / "sub" / "notes.md").write_text("not a data file")
+    listed = [f"{tmp_path / 'a.txt'},{tmp_path / 'sub'}"]  # what --config.data.files=a.txt,sub gives
+    assert data.text_files(listed).documents == ["First paragraph,\ntwo lines.", "Second one.", "Third.\n",
+                                                 "Zipped one.", "Zipped two.\n", "a record"]
+    assert data.text_files(listed, txt_split="file").documents[:2] == [
+        "First paragraph,\ntwo lines.\n\n\nSecond one.\n  \nThird.\n", "Zipped one.\n\nZipped two.\n"]
+    (tmp_path / "bible.txt").write_text("In the beginning\n<|endoftext|>\nAnd the earth\n")
+    assert data.text_files([tmp_path / "bible.txt"], txt_split="<|endoftext|>").documents == [
+        "In the beginning\n", "And the earth\n"]
+    (tmp_path / "nothing_here").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"nothing_here' holds no .txt / .jsonl"):
+        data.text_files([tmp_path / "nothing_here"])
+    with pytest.raises(ValueError, match="data.txt_split"):
+        data.text_files(listed, txt_split="")
+
+
 def test_missing_files_are_named(tmp_path):
     missing = tmp_path / "nowhere.jsonl"
     with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
@@ -182,7 +207,7 @@ def test_invalid_utf8_is_counted_and_warned_once_per_file(tmp_path, caplog):
                                 "clean"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2
-    assert re.search(r"a\.txt: 5 bytes of invalid UTF-8 on 2 line\(s\) of its one document \(the first at byte 9, "
+    assert re.search(r"a\.txt: 5 bytes of invalid UTF-8 on 2 line\(s\) \(the first at byte 9, "
                      r"line 2\) were replaced by U\+FFFD.*data\.invalid_utf8='error'", warnings[0])
     assert re.search(r"b\.jsonl: 2 bytes of invalid UTF-8 on 2 line\(s\), each a record \(the first at byte 29, "
                      r"line 2\)", warnings[1])

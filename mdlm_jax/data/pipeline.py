@@ -40,7 +40,8 @@ _READ_OPTIONS = grain.ReadOptions(num_threads=4, prefetch_buffer_size=8)
 SOURCES: dict[str, Callable[..., sources.Corpus]] = {
     "embedded": lambda cfg: sources.embedded_corpus(),
     "files": lambda cfg: sources.text_files(cfg.files, jsonl_field=cfg.jsonl_field,
-                                            invalid_utf8=invalid_utf8_for(cfg)),
+                                            invalid_utf8=invalid_utf8_for(cfg),
+                                            txt_split=_field(cfg, "txt_split", "blank_lines")),
 }
 
 

@@ -7,6 +7,7 @@ their invalid UTF-8 is reported per file or refused (``data.invalid_utf8``).
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import logging
 import math
@@ -16,6 +17,11 @@ from typing import Iterable, NamedTuple
 
 SPLITS = ("train", "validation")
 INVALID_UTF8_MODES = ("warn", "error")
+SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")  # what a data directory contributes
+# How a .txt file is cut into documents: 'blank_lines' (runs of lines between blank lines), 'file'
+# (the whole file is one document), or any other string: a line holding just that separates documents.
+TXT_SPLITS = ("blank_lines", "file")
+_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
 
 # The first block of a data file is checked for signs of binary content.
 _HEAD_BYTES = 64 << 10
@@ -61,23 +67,51 @@ def embedded_corpus() -> Corpus:
 
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Paths in the given order, each glob expanded in sorted order.
+    """The data files of ``paths`` in the given order: each entry may be a comma-separated list
+    (``--config.data.files=a.txt,b.txt``), a file, a glob (sorted) or a directory (every
+    ``SUFFIXES`` file below it, sorted by path).
 
-    Raises FileNotFoundError naming a missing file or a glob that matches nothing.
+    Raises FileNotFoundError naming a missing path, a glob that matches nothing, or a directory
+    without data files.
     """
     out = []
-    for path in paths:
-        path = os.path.expanduser(str(path))
-        if glob.has_magic(path):
-            matches = sorted(glob.glob(path))
-            if not matches:
-                raise FileNotFoundError(f"No files match the pattern {path!r}.")
-            out.extend(matches)
-        elif not os.path.isfile(path):
-            raise FileNotFoundError(f"Data file not found: {path!r}.")
-        else:
-            out.append(path)
+    for entry in paths:
+        for path in (p.strip() for p in str(entry).split(",")):
+            if not path:
+                continue
+            path = os.path.expanduser(path)
+            if glob.has_magic(path):
+                matches = sorted(glob.glob(path))
+                if not matches:
+                    raise FileNotFoundError(f"No files match the pattern {path!r}.")
+                out.extend(matches)
+            elif os.path.isdir(path):
+                found = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+                               if name.endswith(SUFFIXES))
+                if not found:
+                    raise FileNotFoundError(f"The data directory {path!r} holds no {' / '.join(SUFFIXES)} files.")
+                out.extend(found)
+            elif not os.path.isfile(path):
+                raise FileNotFoundError(f"Data file not found: {path!r}.")
+            else:
+                out.append(path)
     return out
+
+
+def split_text(text: str, how: str = "blank_lines") -> list[str]:
+    """The documents of one .txt file's text (``TXT_SPLITS``): 'blank_lines' cuts at every run of
+    blank (or whitespace-only) lines, 'file' keeps the whole text, any other string cuts at the
+    lines that hold just it (e.g. '<|endoftext|>'). Empty pieces are left for the caller to drop."""
+    if how == "file":
+        return [text]
+    if how == "blank_lines":
+        return _BLANK_LINES.split(text)
+    return re.split(rf"^[^\S\n]*{re.escape(how)}[^\S\n]*(?:\n|$)", text, flags=re.M)
+
+
+def _open(path: str):
+    """A binary file object of ``path``, decompressed when it ends in .gz."""
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
 def check_invalid_utf8(mode: str) -> str:
@@ -150,19 +184,19 @@ class _InvalidUtf8:
                 self.first_line)
 
 
-def _read_text(path: str, mode: str) -> list[str]:
-    with open(path, "rb") as f:
+def _read_text(path: str, mode: str, how: str) -> list[str]:
+    with _open(path) as f:
         data = f.read()
     _check_not_binary(path, data[:_HEAD_BYTES])
     invalid = _InvalidUtf8()
     text = invalid.decode(data, offset=0, line=1, path=path, mode=mode)
-    invalid.report(path, "line(s) of its one document")
-    return [text]
+    invalid.report(path, "line(s)")
+    return split_text(text, how)
 
 
 def _read_jsonl(path: str, field: str, mode: str) -> list[str]:
     texts, invalid, offset = [], _InvalidUtf8(), 0
-    with open(path, "rb") as f:
+    with _open(path) as f:
         _check_not_binary(path, f.read(_HEAD_BYTES))
         f.seek(0)
         for line_no, raw in enumerate(f, start=1):
@@ -182,19 +216,19 @@ def _read_jsonl(path: str, field: str, mode: str) -> list[str]:
     return texts
 
 
-def _read_file(path: str, jsonl_field: str, mode: str) -> list[str]:
-    if path.endswith(".txt"):
-        return _read_text(path, mode)
-    if path.endswith(".jsonl"):
+def _read_file(path: str, jsonl_field: str, mode: str, how: str) -> list[str]:
+    if path.endswith((".txt", ".txt.gz")):
+        return _read_text(path, mode, how)
+    if path.endswith((".jsonl", ".jsonl.gz")):
         return _read_jsonl(path, jsonl_field, mode)
-    raise ValueError(f"Unsupported data file {path!r}: use .txt (one document per file) "
-                     "or .jsonl (one document per line).")
+    raise ValueError(f"Unsupported data file {path!r}: use .txt (documents separated by blank lines, see "
+                     "data.txt_split) or .jsonl (one document per line), optionally gzipped (.gz).")
 
 
 def _no_text(path: str, jsonl_field: str) -> str:
     if os.path.getsize(path) == 0:
         what = "is empty (0 bytes)"
-    elif path.endswith(".txt"):
+    elif path.endswith((".txt", ".txt.gz")):
         what = "holds only whitespace"
     else:
         what = f"has no record with a non-empty {jsonl_field!r} field"
@@ -203,21 +237,25 @@ def _no_text(path: str, jsonl_field: str) -> str:
     return f"The data file {path} {what}; fill it or remove it from data.files."
 
 
-def text_files(paths: Iterable[str], *, jsonl_field: str = "text", invalid_utf8: str = "warn") -> Corpus:
-    """Documents from ``.txt`` files (one per file) and ``.jsonl`` files (one per line).
+def text_files(paths: Iterable[str], *, jsonl_field: str = "text", invalid_utf8: str = "warn",
+               txt_split: str = "blank_lines") -> Corpus:
+    """Documents from ``.txt`` files (cut by ``split_text(txt_split)``) and ``.jsonl`` files (one
+    per line), either optionally gzipped.
 
-    ``paths`` may hold globs. Raises ValueError naming the file for one that looks binary or
+    ``paths`` may hold comma-separated lists, globs and directories (``expand_paths``). Raises ValueError naming the file for one that looks binary or
     holds no non-empty document. Invalid UTF-8 becomes U+FFFD with one warning per file
     (``invalid_utf8='warn'``), or raises naming the file and byte (``'error'``). Empty
     records of ``.jsonl`` files are skipped and counted in ``Corpus.skipped_empty``.
     """
     check_invalid_utf8(invalid_utf8)
+    if not txt_split:
+        raise ValueError(f"data.txt_split must be one of {TXT_SPLITS} or a separator line; got an empty string.")
     files = expand_paths(paths)
     if not files:
-        raise ValueError("No data files given: set data.files to .txt / .jsonl paths or globs.")
+        raise ValueError("No data files given: set data.files to .txt / .jsonl files, globs or directories.")
     documents, skipped = [], 0
     for path in files:
-        corpus = _corpus(_read_file(path, jsonl_field, invalid_utf8))
+        corpus = _corpus(_read_file(path, jsonl_field, invalid_utf8, txt_split))
         if not corpus.documents:
             raise ValueError(_no_text(path, jsonl_field))
         documents.extend(corpus.documents)
