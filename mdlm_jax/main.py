@@ -134,7 +134,7 @@ def main(argv):
         if jax.process_index() == 0:
             print(result["report"], flush=True)
     else:
-        sample.write_samples(s, weights, epath.Path(workdir) / "samples" / f"step_{step}.jsonl")
+        sample.write_samples(s, weights, sample.new_sample_path(workdir, step, s))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 import time
 from typing import NamedTuple
 
@@ -107,6 +108,18 @@ def write_samples(s, state, path) -> Samples:
             page.write_text(trajectory_html(s.tokenizer, out, title=_describe(s)))
             logging.info("Wrote the denoising trajectory to %s", page)
     return out
+
+
+def new_sample_path(workdir, step: int, s) -> epath.Path:
+    """``workdir/samples/step_N_<sampler>_seed<k>.jsonl``, with ``-2``, ``-3`` ... added when that
+    file exists: a sampler run never overwrites another's samples (or leaves a stale page)."""
+    label = re.sub(r"[^A-Za-z0-9.=]+", "_", f"{_describe(s)} seed{s.cfg.sample.seed}").strip("_")
+    base = epath.Path(workdir) / "samples" / f"step_{step}_{label}"
+    path, n = base.with_suffix(".jsonl"), 1
+    while path.exists() or path.with_suffix(".html").exists():
+        n += 1
+        path = epath.Path(f"{base}-{n}.jsonl")
+    return path
 
 
 def _record(s, ids: list[int], out: Samples) -> dict:

@@ -77,7 +77,10 @@ def test_eval_and_sample_restore_only_the_tree_they_read(trained):
 def test_sample_with_only_the_workdir(trained):
     work, _, cfg = trained
     run_main(f"--workdir={work}", "--mode=sample")
-    records = [json.loads(line) for line in (work / "samples" / "step_4.jsonl").read_text().splitlines()]
+    run_main(f"--workdir={work}", "--mode=sample")  # the same settings again: a second file, not an overwrite
+    files = sorted((work / "samples").glob("step_4_*.jsonl"))
+    assert [f.name for f in files] == ["step_4_ddpm_cache_T=4_seed0-2.jsonl", "step_4_ddpm_cache_T=4_seed0.jsonl"]
+    records = [json.loads(line) for line in files[0].read_text().splitlines()]
     assert len(records) == cfg.sample.num_samples
     assert all(len(r["token_ids"]) == cfg.data.seq_len and r["tokenizer"] == "bytes" for r in records)
 
