@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 
@@ -38,8 +37,8 @@ def evaluate(s, state, *, step: int | None = None, batches=None, name: str = "ev
     Continuous time unless ``diffusion.num_steps`` > 0; ``eval.num_t`` independent time samples
     per sequence (averaged; 1 is the paper's protocol) with the configured time sampler; EMA
     weights unless ``eval.use_ema`` is False (``state``: a TrainState or ``task.Weights``); the
-    eval stream of seed ``eval.seed`` so that bounds are comparable across checkpoints. For the AR model this is the exact NLL. Returns nelbo (nats/token) with its
-    standard error, ppl, bpd, tokens.
+    eval stream of seed ``eval.seed`` so that bounds are comparable across checkpoints. For the AR
+    model this is the exact NLL. Returns nelbo (nats/token) with its standard error, ppl, bpd, tokens.
 
     ``batches``: a finite, re-iterable sequence (with ``len``) of this process's slices of global
     batches ``{'input_ids', 'attention_mask'}`` of shape (eval.batch_size / processes, L); by default
@@ -48,7 +47,7 @@ def evaluate(s, state, *, step: int | None = None, batches=None, name: str = "ev
     """
     cfg = s.cfg
     params = state.ema_params if cfg.eval.use_ema else state.params
-    fn = _eval_fn(s)
+    fn = s.eval_step
     key = task_lib.rng_streams(jax.random.key(cfg.eval.seed)).eval
     if batches is None:
         batches = data.make_eval_batches(cfg.data, global_batch_size=cfg.eval.batch_size,
@@ -81,13 +80,3 @@ def _gather(out: dict) -> dict:
     if jax.process_count() == 1:
         return jax.device_get(out)
     return multihost_utils.process_allgather(out, tiled=True)
-
-
-def _eval_fn(s):
-    """One compiled eval step per setup, however often evaluation runs during training."""
-    if "eval" not in s.compiled:
-        s.compiled["eval"] = jax.jit(
-            functools.partial(task_lib.eval_step, task=s.task),
-            in_shardings=(s.shardings.params, s.batch_sharding, parallel.replicated(s.mesh)),
-            out_shardings=s.batch_sharding)
-    return s.compiled["eval"]

@@ -22,7 +22,8 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from mdlm_jax import checkpoint, config as config_lib, evaluate, run_config, sample, task as task_lib, train, zero_shot
+from mdlm_jax import (checkpoint, config as config_lib, evaluate, experiment, run_config, sample, task as task_lib,
+                      train, zero_shot)
 
 _DEFAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -105,7 +106,7 @@ def main(argv):
                                 overrides=config_flags.get_override_values(flags.FLAGS["config"]),
                                 config_given=flags.FLAGS["config"].present, step=_STEP.value,
                                 allow_change=_ALLOW.value)
-        s = train.setup(cfg, mode)
+        s = experiment.build(cfg, mode)
         if mode != "train":
             weights = _weights(s, workdir, step, use_ema=mode == "sample" or cfg.eval.use_ema)
     except (ValueError, FileNotFoundError) as e:

@@ -53,13 +53,14 @@ def _template(s, num_samples: int):
 
 def _compiled_sampler(s, params, key, x_init):
     """The block sampler compiled once per setup and input shape: (executable, compile seconds, 0 if cached)."""
-    cache_key = ("sample", tuple(x_init.shape))
-    if cache_key in s.compiled:
-        return s.compiled[cache_key], 0.0
+    cache_key = tuple(x_init.shape)
+    if cache_key in s.samplers:
+        return s.samplers[cache_key], 0.0
     start = time.perf_counter()
     with jax.set_mesh(s.mesh):
-        s.compiled[cache_key] = jax.jit(s.task.objective.block_sampler(s.task.model, len(_given_tokens(s)[0]))).lower(params, key, x_init).compile()
-    return s.compiled[cache_key], time.perf_counter() - start
+        block = s.task.objective.block_sampler(s.task.model, len(_given_tokens(s)[0]))
+        s.samplers[cache_key] = jax.jit(block).lower(params, key, x_init).compile()
+    return s.samplers[cache_key], time.perf_counter() - start
 
 
 def generate(s, params) -> Samples:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import signal
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
 
-from mdlm_jax import checkpoint, data, evaluate, flops, optim, parallel, sample, task as task_lib
+from mdlm_jax import checkpoint, data, evaluate, flops, parallel, sample, task as task_lib
+from mdlm_jax.experiment import Experiment, build
 from mdlm_jax.metrics_writer import MetricsWriter
 
 
@@ -26,39 +24,7 @@ class StartupError(ValueError):
     """A problem found before the first step (data, checkpoint, batch sizes), named with its fix."""
 
 
-@dataclasses.dataclass
-class Setup:
-    """Everything the modes share, built once from the config."""
-
-    cfg: Any
-    mesh: Mesh
-    task: task_lib.Task
-    optimizer: Any
-    tokenizer: Any
-    abstract_state: Any
-    shardings: Any
-    batch_sharding: NamedSharding
-    compiled: dict = dataclasses.field(default_factory=dict)  # jitted functions, built once per setup
-
-
-def setup(cfg, mode: str = "train") -> Setup:
-    """Distributed start-up, mesh, tokenizer, model, optimizer and the state's shardings; the batch
-    sizes ``mode`` uses are checked against the mesh here, before anything compiles."""
-    parallel.initialize_distributed(cfg.distributed)
-    mesh = parallel.make_mesh(cfg.mesh)
-    if mode == "train":
-        parallel.check_batch_size(cfg.train.batch_size, mesh, cfg.train.microbatches, name="train.batch_size")
-    if mode in ("eval", "zero_shot") or (mode == "train" and cfg.train.eval_every):
-        parallel.check_batch_size(cfg.eval.batch_size, mesh, name="eval.batch_size")
-    tokenizer = data.tokenizer_for(cfg.data)
-    vocab_size, mask_id = data.model_vocab(tokenizer)
-    task = task_lib.make_task(cfg, vocab_size, mask_id)
-    optimizer = optim.make_optimizer(cfg.optim)
-    abstract, shardings = task_lib.state_shardings(task, optimizer, mesh, cfg.data.seq_len)
-    return Setup(cfg, mesh, task, optimizer, tokenizer, abstract, shardings, parallel.batch_sharding(mesh))
-
-
-def restore_or_init(s: Setup, ckpt: checkpoint.Checkpointer):
+def restore_or_init(s: Experiment, ckpt: checkpoint.Checkpointer):
     """Resume order: the workdir's latest good checkpoint, else ``train.init_checkpoint``'s
     params (a fresh optimizer), else a fresh init. Returns (state, data_state or None)."""
     restored = ckpt.restore(s.abstract_state)
@@ -123,7 +89,7 @@ def _window_scalars(window: list) -> dict:
                 grad_norm=float(np.mean([v["grad_norm"] for v in values])), lr=float(values[-1]["lr"]))
 
 
-def _open_run(s: Setup, workdir: str, ckpt: checkpoint.Checkpointer):
+def _open_run(s: Experiment, workdir: str, ckpt: checkpoint.Checkpointer):
     """Everything a run reads before its first step, checked before anything compiles: the
     state (restored or fresh), the train iterator at its saved position, and the validation
     batches when evaluation is on. Problems are StartupErrors naming the fix."""
@@ -145,15 +111,15 @@ def _open_run(s: Setup, workdir: str, ckpt: checkpoint.Checkpointer):
     return state, train_iter, eval_batches
 
 
-def train_and_evaluate(cfg, workdir: str, s: Setup | None = None) -> dict:
+def train_and_evaluate(cfg, workdir: str, s: Experiment | None = None) -> dict:
     """Trains to ``cfg.train.steps`` (resuming if the workdir has a checkpoint); returns the last
-    eval metrics (empty if none ran). ``s``: the run's ``setup(cfg)`` if already built.
+    eval metrics (empty if none ran). ``s``: the run's ``experiment.build(cfg)`` if already built.
 
     Each step that is due for a checkpoint is saved before it is evaluated, so an evaluation that
     fails or is preempted loses no training. ``train.log_every``, ``eval_every`` and
     ``checkpoint_every`` of 0 turn logging, evaluation and periodic saving off (the last step and a
     preemption are still saved)."""
-    s = s or setup(cfg)
+    s = s or build(cfg)
     t = cfg.train
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=t.keep_checkpoints, keep_period=t.keep_period or None,
                                    async_save=t.async_checkpoints)
@@ -162,7 +128,7 @@ def train_and_evaluate(cfg, workdir: str, s: Setup | None = None) -> dict:
     except StartupError:
         ckpt.close()
         raise
-    step_fn = task_lib.make_train_step(s.task, s.optimizer, s.mesh, s.shardings)
+    step_fn = s.train_step
     tokens_per_step = t.batch_size * cfg.data.seq_len
     m = s.task.model
     counted = all(hasattr(m, f) for f in ("n_blocks", "hidden_size", "mlp_ratio"))  # the DiT's FLOP count

@@ -16,7 +16,7 @@ import pytest
 import tests_util
 from tests_util import REPO
 
-from mdlm_jax import checkpoint, config as config_lib, evaluate, optim, parallel, task as task_lib, train, zero_shot
+from mdlm_jax import checkpoint, config as config_lib, evaluate, experiment, optim, parallel, task as task_lib, zero_shot
 
 V_REAL, MASK, L = 4, 4, 4  # 4 tokens plus the mask, sequences of 4: 15 mask patterns each
 ROWS, REPEATS, BATCHES, SEEDS = 16, 4, 2, 48  # distinct sequences, copies per batch, batches per run, runs
@@ -24,7 +24,7 @@ PARAM_SCALE = 0.3  # random weights at this scale: per-token NELBO 0.95 to 2.06 
 
 
 def _tiny_setup(time_sampler: str):
-    """A Setup and state for a 1-block DiT over V = 5 with every parameter random (the
+    """An Experiment and state for a 1-block DiT over V = 5 with every parameter random (the
     zero-initialised adaLN ones too, so the model is far from trivial) and sigma ignored."""
     cfg = config_lib.default_config()
     cfg.model.update(n_blocks=1, hidden_size=16, cond_dim=8, n_heads=2, dropout=0.0, dtype="float32",
@@ -36,7 +36,7 @@ def _tiny_setup(time_sampler: str):
     optimizer = optim.make_optimizer(cfg.optim)
     mesh = parallel.make_mesh(cfg.mesh)
     abstract, shardings = task_lib.state_shardings(task, optimizer, mesh, L)
-    s = train.Setup(cfg, mesh, task, optimizer, None, abstract, shardings, parallel.batch_sharding(mesh))
+    s = experiment.Experiment(cfg, mesh, task, optimizer, None, abstract, shardings, parallel.batch_sharding(mesh))
     params = jax.device_put(_random_params(task.model), shardings.params)
     denoise = jax.jit(lambda x, sigma: task.model.apply({"params": params}, x, sigma))
     return s, types.SimpleNamespace(ema_params=params, params=params), denoise
@@ -134,7 +134,7 @@ def test_zero_shot_mode_prints_the_table_and_writes_json_reporting_missing_sets(
     # is log(V - 1) times the masked fraction at t = 1, 1 - eps.
     cfg = tests_util.load_config("quickstart", "quick")
     cfg.data.cache_dir = str(cache)
-    s = train.setup(cfg)
+    s = experiment.build(cfg)
     state = task_lib.init_state(s.task, s.optimizer, s.mesh, s.shardings, cfg.seed, cfg.data.seq_len)
     ckpt = checkpoint.Checkpointer(str(work), async_save=False)
     ckpt.save(7, state, data_state={}, config=cfg.to_dict(), force=True)

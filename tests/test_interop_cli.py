@@ -20,7 +20,7 @@ from tests_util import REPO, load_config
 
 torch = pytest.importorskip("torch")
 
-from mdlm_jax import checkpoint, evaluate, train  # noqa: E402
+from mdlm_jax import checkpoint, evaluate, experiment, train  # noqa: E402
 from mdlm_jax.data import tokenizers  # noqa: E402
 from mdlm_jax.interop import cli, formats  # noqa: E402
 
@@ -53,7 +53,7 @@ def trained(tmp_path_factory):
 def evaluated(trained):
     """One setup (compiled once) and the eval metrics of the trained workdir."""
     _, work, cfg, _, _ = trained
-    s = train.setup(cfg)
+    s = experiment.build(cfg)
     return s, evaluate.evaluate(s, restore(s, work))
 
 
@@ -135,7 +135,7 @@ def test_fine_tuning_from_an_imported_checkpoint_trains(trained):
     tuned = cfg.copy_and_resolve_references()
     tuned.train.init_checkpoint = str(imported)
     work = root / "finetuned"
-    s = train.setup(tuned)
+    s = experiment.build(tuned)
     ckpt = checkpoint.Checkpointer(str(work))
     try:
         state, _ = train.restore_or_init(s, ckpt)  # the empty workdir falls to init_checkpoint
@@ -165,7 +165,7 @@ def test_golden_case_through_import_reproduces_official_logits(tmp_path, fixture
     monkeypatch.setitem(tokenizers.TOKENIZERS, "golden49", _GoldenTokenizer)
     cfg = load_config("quickstart", "quick")
     cfg.data.tokenizer = "golden49"
-    s = train.setup(cfg)
+    s = experiment.build(cfg)
     assert (s.task.model.vocab_size, s.task.mask_id) == (case["vocab"], int(z["mask_index"]))
     path = tmp_path / "official.ckpt"
     formats.save_lightning(path, sd, s.task.model, ema_sd=sd)  # the official Lightning layout

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tests_util import REPO, load_config
 
-from mdlm_jax import checkpoint, evaluate, train
+from mdlm_jax import checkpoint, evaluate, experiment, train
 
 QUICK = "--config=configs/quickstart.py:quick"
 
@@ -66,7 +66,7 @@ def test_eval_and_sample_restore_only_the_tree_they_read(trained):
     from mdlm_jax import main
 
     work, _, cfg = trained
-    s = train.setup(cfg, "eval")
+    s = experiment.build(cfg, "eval")
     weights = main._weights(s, str(work), 2, use_ema=True)
     saved, _, _ = checkpoint.restore_numpy(str(work), ("ema_params",), step=2)
     assert weights.params is None

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from tests_util import load_config
 
-from mdlm_jax import checkpoint, config as config_lib, evaluate, models, objectives, sample, task as task_lib, train
+from mdlm_jax import (checkpoint, config as config_lib, evaluate, experiment, models, objectives, sample, task as task_lib,
+                      train)
 from mdlm_jax.diffusion import losses, sampling
 
 
@@ -67,7 +68,7 @@ def toy_config(tmp_path):
 def test_a_registered_objective_and_model_train_evaluate_and_sample(tmp_path):
     cfg = toy_config(tmp_path)
     config_lib.validate(cfg, "train")
-    s = train.setup(cfg)
+    s = experiment.build(cfg)
     assert isinstance(s.task.model, BagOfWords) and isinstance(s.task.objective, FixedRateMLM)
     before = evaluate.evaluate(s, task_lib.Weights(None, s.task.model.init(
         jax.random.key(0), jnp.zeros((1, cfg.data.seq_len), jnp.int32))["params"]))

@@ -17,7 +17,7 @@ import pytest
 
 from tests_util import REPO, load_config
 
-from mdlm_jax import checkpoint, train
+from mdlm_jax import checkpoint, experiment
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def env(devices=1, **extra):
 def final_state(workdir):
     """(params, ema_params, step, data_state) of the latest checkpoint, on this process's devices."""
     cfg = load_config("quickstart", "quick")
-    s = train.setup(cfg)
+    s = experiment.build(cfg)
     ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
     state, data_state, step = ckpt.restore(s.abstract_state)
     ckpt.close()

@@ -11,14 +11,14 @@ import pytest
 from scipy import special, stats
 from tests_util import load_config
 
-from mdlm_jax import sample, task as task_lib, train
+from mdlm_jax import experiment, sample, task as task_lib
 
 
 def quick_setup(tmp_path, **sample_fields):
     cfg = load_config("quickstart", "quick")
     cfg.data.cache_dir = str(tmp_path / "cache")
     cfg.sample.update(sample_fields)
-    return train.setup(cfg, "sample")
+    return experiment.build(cfg, "sample")
 
 
 def random_params(s, seed=0):
@@ -88,7 +88,7 @@ def test_ar_sampling_keeps_the_prefix_and_draws_at_the_temperature(tmp_path):
     cfg.diffusion.parameterization = "ar"
     cfg.data.seq_len = 8
     cfg.sample.update(num_samples=2000, prefix="ab", temperature=0.5)
-    s = train.setup(cfg, "sample")
+    s = experiment.build(cfg, "sample")
     params = random_params(s)
     out = sample.generate(s, params)
     given = [s.tokenizer.bos_id] + s.tokenizer.encode("ab")
@@ -111,6 +111,6 @@ def test_a_time_conditioned_model_gets_no_stale_cache(tmp_path):
         cfg.data.cache_dir = str(tmp_path / "cache")
         cfg.model.time_conditioning = tc
         cfg.sample.update(num_samples=1, predictor="ddpm_cache", num_steps=64)
-        s = train.setup(cfg, "sample")
+        s = experiment.build(cfg, "sample")
         nfe[tc] = sample.generate(s, random_params(s)).nfe
     assert nfe[True] == 64 + 1 and nfe[False] < 64

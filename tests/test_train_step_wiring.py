@@ -154,11 +154,11 @@ def _perturbed(params, seed=3):
 
 
 def test_ar_perplexity_is_the_exact_ratio_of_sums_over_l_minus_1_tokens():
-    from mdlm_jax import train
+    from mdlm_jax import experiment
 
     cfg = _ar_setup()
     cfg.mesh.data = -1  # the batch sharded over all 8 devices
-    s = train.setup(cfg, "eval")
+    s = experiment.build(cfg, "eval")
     params = _perturbed(nn.meta.unbox(s.task.model.init(jax.random.key(0), jnp.zeros((1, LENGTH), jnp.int32))
                                       ["params"]))
     batch = _padded_batch()

@@ -242,8 +242,8 @@ def text_files(paths: Iterable[str], *, jsonl_field: str = "text", invalid_utf8:
     """Documents from ``.txt`` files (cut by ``split_text(txt_split)``) and ``.jsonl`` files (one
     per line), either optionally gzipped.
 
-    ``paths`` may hold comma-separated lists, globs and directories (``expand_paths``). Raises ValueError naming the file for one that looks binary or
-    holds no non-empty document. Invalid UTF-8 becomes U+FFFD with one warning per file
+    ``paths`` may hold comma-separated lists, globs and directories (``expand_paths``). Raises
+    ValueError naming the file for one that looks binary or holds no non-empty document. Invalid UTF-8 becomes U+FFFD with one warning per file
     (``invalid_utf8='warn'``), or raises naming the file and byte (``'error'``). Empty
     records of ``.jsonl`` files are skipped and counted in ``Corpus.skipped_empty``.
     """

@@ -155,7 +155,8 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
     ``ddpm`` calls it at every step anyway. ``noise_removal`` replaces the masks left at t = eps by
     argmax p(x_0 | x_t). ``temperature`` and ``top_p`` reshape p(x_0 | x_t) (see ``shaped_probs``);
     ``noise`` picks the categorical noise (``categorical_noise``): 'exact' steps with
-    ``unmask_step``, 'float32' with the official one-race ``reverse_step``. ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
+    ``unmask_step``, 'float32' with the official one-race ``reverse_step``.
+    ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
     Shapes: x_init (B, L) int -> SampleOutput.
     """
     check_choice(predictor, ALL_PREDICTORS, "predictor")

@@ -38,7 +38,8 @@ from absl import flags
 from etils import epath
 from ml_collections import config_flags
 
-from mdlm_jax import checkpoint, config as config_lib, data, task as task_lib, train
+from mdlm_jax import checkpoint, config as config_lib, data, experiment, task as task_lib
+from mdlm_jax.experiment import Experiment
 from mdlm_jax.interop import formats
 from mdlm_jax.interop.params import check_params, params_from_torch, params_to_torch
 from mdlm_jax.models import DiT
@@ -137,7 +138,7 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
 # ------------------------------------------------------------------------------------------- import
 
 
-def _check_vocab(sd: dict, meta: dict, s: train.Setup, source: str) -> None:
+def _check_vocab(sd: dict, meta: dict, s: Experiment, source: str) -> None:
     """The file's vocabulary (and, for hf, mask id and architecture) against the config's."""
     vocab_size, mask_id, tokenizer = s.task.model.vocab_size, s.task.mask_id, s.cfg.data.tokenizer
     embedding = sd.get("vocab_embed.embedding")
@@ -159,7 +160,7 @@ def _check_vocab(sd: dict, meta: dict, s: train.Setup, source: str) -> None:
                          "--config.model.<field>=<value>.")
 
 
-def _state_from_params(s: train.Setup, params) -> task_lib.TrainState:
+def _state_from_params(s: Experiment, params) -> task_lib.TrainState:
     """Step 0 with params = EMA = ``params``, a fresh optimizer state and the config's seed, in the
     training shardings."""
     want, have = jax.tree.structure(s.abstract_state.params), jax.tree.structure(params)
@@ -183,7 +184,7 @@ def import_checkpoint(source: str, cfg, workdir: str, *, use_ema: bool = True) -
     start = time.perf_counter()
     if _has_steps(workdir):
         raise ValueError(f"{workdir} already holds checkpoints; import into a new workdir.")
-    s = train.setup(cfg)
+    s = experiment.build(cfg)
     sd, meta = formats.load_any(source, s.task.model, prefer_ema=use_ema)
     _check_vocab(sd, meta, s, source)
     params = params_from_torch(sd, s.task.model)
