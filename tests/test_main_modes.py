@@ -105,17 +105,31 @@ def test_a_checkpoint_of_another_model_names_the_fields(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--config.trian.steps=3"], 'no field \'trian\'. Did you mean "train" instead of "trian"?'),
-    (["--config.model.dtype=float13"], "model.dtype 'float13' is not a compute dtype"),
-    (["--config.train.steps=0"], "train.steps must be >= 1"),
-    (["--config.optim.lr=-0.001"], "optim.lr must be >= 0"),
     (["--config.eval.batch_size=4"], "eval.batch_size (4) / microbatches (1) must be divisible by the data x fsdp"),
-    (["--config.train.sample_at_end=true", "--config.sample.temperature=0"], "sample.temperature must be > 0"),
 ])
 def test_bad_settings_fail_in_one_line_before_anything_runs(tmp_path, args, message):
     work = tmp_path / "work"
     proc = run_main(QUICK, f"--workdir={work}", *args, check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (work / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("model.dtype", "float13", "model.dtype 'float13' is not a compute dtype"),
+    ("train.steps", 0, "train.steps must be >= 1"),
+    ("optim.lr", -0.001, "optim.lr must be >= 0"),
+    ("sample.temperature", 0.0, "sample.temperature must be > 0"),
+])
+def test_main_checks_the_config_before_building_anything(tmp_path, field, value, message):
+    """What main runs first (the subprocess cases above show how it prints a failure)."""
+    from mdlm_jax import config as config_lib, main
+
+    cfg = load_config("quickstart", "quick")
+    cfg.train.sample_at_end = True
+    config_lib.set_field(cfg, field, value)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        main.load_config("train", str(tmp_path / "work"), requested=cfg, overrides={field: value}, config_given=True)
+    assert not (tmp_path / "work").exists()
 
 
 def test_eval_on_a_mistyped_workdir_creates_nothing(tmp_path):
