@@ -45,14 +45,14 @@ def load_config(mode: str, workdir: str, *, requested, overrides: dict, config_g
     Raises ValueError / FileNotFoundError with a message naming the problem and the fix; creates
     nothing on disk.
     """
-    if mode != "train" and not checkpoint.has_checkpoint(workdir):
+    has_checkpoint = checkpoint.has_checkpoint(workdir)
+    if mode != "train" and not has_checkpoint:
         raise FileNotFoundError(f"No checkpoint in {workdir}: check --workdir, train first (--mode=train), or "
                                 "import one (python -m mdlm_jax.interop import ...).")
     if mode == "train" and step is not None:
         raise ValueError("--step chooses the checkpoint of eval, sample and zero_shot; training resumes from the "
                          "latest one.")
-    saved, found = (checkpoint.saved_config(workdir, step=step) if checkpoint.has_checkpoint(workdir)
-                    else (None, None))
+    saved, found = checkpoint.saved_config(workdir, step=step) if has_checkpoint else (None, None)
     if found is not None and saved is None:
         logging.warning("Checkpoint step %d in %s has no saved config: using the command line's.", found, workdir)
     if saved is None and not config_given:

@@ -27,10 +27,11 @@ class MetricsWriter:
         self.peak_flops = peak_flops
         self._last = None  # (time, step) of the previous training-scalar write
         self._tb = None
-        self.logdir = os.path.join(workdir, "tb") if "://" not in workdir else tempfile.mkdtemp(prefix="mdlm_tb_")
+        self.logdir = None
         if self.active:
             from tensorboardX import SummaryWriter
 
+            self.logdir = os.path.join(workdir, "tb") if "://" not in workdir else tempfile.mkdtemp(prefix="mdlm_tb_")
             self._tb = SummaryWriter(self.logdir)
             logging.info("TensorBoard event files: %s", self.logdir)
 

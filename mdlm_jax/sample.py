@@ -33,9 +33,8 @@ def _given_tokens(s) -> tuple[list[int], list[int]]:
     c, tok = s.cfg.sample, s.tokenizer
     bos = [tok.bos_id] if s.cfg.data.packing in ("wrap", "pad") else []
     prefix = tok.encode(c.prefix) if c.prefix else []
-    starts = s.task.objective.starts_with_bos
-    first = bos + prefix if (prefix or starts) else []
-    if starts and not first:
+    first = bos + prefix if prefix else []
+    if s.task.objective.starts_with_bos and not first:
         first = [tok.bos_id]
     return first, tok.encode(c.suffix) if c.suffix else []
 
