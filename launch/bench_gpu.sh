@@ -37,7 +37,7 @@ part() {  # part NAME SECONDS COMMAND...: run it, keep its output in OUT/NAME.tx
   timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt" || echo "== $name failed or ran past ${limit}s"
 }
 
-bench_train=(python3 -m mdlm_jax.bench train --size small --dtype bfloat16 --steps 10)
+bench_train=(python3 -m mdlm_jax.tools.bench train --size small --dtype bfloat16 --steps 10)
 part versions 30 bash -c 'nvidia-smi; python3 -c "import sys, jax, flax, optax, torch; print(sys.version);
 print(\"jax\", jax.__version__, \"flax\", flax.__version__, \"optax\", optax.__version__, \"torch\", torch.__version__,
 jax.devices())"'
@@ -51,5 +51,5 @@ part loss_chunk_1024 60 "${bench_train[@]}" --lengths 1024 --batch 32 --attentio
   --scan-blocks true
 part attention_tests 70 env JAX_PLATFORMS=cuda python3 -m pytest -q tests/test_remat_attention.py \
   -k "attention_impl_matches_xla or auto_attention"
-part sample 90 python3 -m mdlm_jax.bench sample --size small --lengths 1024 --num-steps 128,1000 \
+part sample 90 python3 -m mdlm_jax.tools.bench sample --size small --lengths 1024 --num-steps 128,1000 \
   --batch 1 --dtype bfloat16 --attention-impl cudnn

@@ -106,7 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
         init_checkpoint="",    # fine-tune from these params when the workdir has no checkpoint
         preemption_check_every=10,  # multi-host: how often hosts agree on a SIGTERM
         sample_at_end=False,   # print sample.num_samples samples when training finishes
-        peak_tflops=0.0,       # per device, for the logged MFU; 0 = the table in mdlm_jax/flops.py (n/a if unlisted)
+        peak_tflops=0.0,       # per device, for the logged MFU; 0 = the table in mdlm_jax/training/flops.py (n/a if unlisted)
     ))
 
     c.eval = ml_collections.ConfigDict(dict(

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import jax
 from jax.sharding import Mesh, NamedSharding
 
-from mdlm_jax import data, optim, parallel, task as task_lib
+from mdlm_jax import data, parallel
+from mdlm_jax.training import optim, task as task_lib
 
 
 @dataclasses.dataclass

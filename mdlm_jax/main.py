@@ -6,7 +6,7 @@ On a workdir that holds a checkpoint, every mode starts from the config saved wi
 than the latest for eval, sample and zero_shot, which restore only the parameters they read.
 
 ``zero_shot`` evaluates the checkpoint on ``eval.zero_shot_sets`` (the paper's Table 3; see
-``mdlm_jax/zero_shot.py``), prints the table and writes ``zero_shot.json``.
+``mdlm_jax/evals/zero_shot.py``), prints the table and writes ``zero_shot.json``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from mdlm_jax import (checkpoint, config as config_lib, evaluate, experiment, run_config, sample, task as task_lib,
-                      train, zero_shot)
+from mdlm_jax import checkpoint, config as config_lib, experiment, run_config
+from mdlm_jax.evals import evaluate, sample, zero_shot
+from mdlm_jax.training import task as task_lib, train
 
 _DEFAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")
 _CONFIG = config_flags.DEFINE_config_file(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mdlm_jax import bench
+from mdlm_jax.tools import bench
 
 
 def _table(out: str) -> list[list[str]]:

@@ -15,7 +15,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mdlm_jax import checkpoint
-from mdlm_jax.task import TrainState
+from mdlm_jax.training.task import TrainState
 
 # A failed tensorstore read leaves sibling reads that later call back into orbax's closed event
 # loop ("Event loop is closed"), reported at garbage collection in whichever test runs then.

@@ -16,7 +16,9 @@ import pytest
 import tests_util
 from tests_util import REPO
 
-from mdlm_jax import checkpoint, config as config_lib, evaluate, experiment, optim, parallel, task as task_lib, zero_shot
+from mdlm_jax import checkpoint, config as config_lib, experiment, parallel
+from mdlm_jax.evals import evaluate, zero_shot
+from mdlm_jax.training import optim, task as task_lib
 
 V_REAL, MASK, L = 4, 4, 4  # 4 tokens plus the mask, sequences of 4: 15 mask patterns each
 ROWS, REPEATS, BATCHES, SEEDS = 16, 4, 2, 48  # distinct sequences, copies per batch, batches per run, runs

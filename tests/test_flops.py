@@ -11,7 +11,7 @@ import pytest
 
 from tests_util import all_eqns
 
-from mdlm_jax import flops
+from mdlm_jax.training import flops
 from mdlm_jax.models import DiT
 
 

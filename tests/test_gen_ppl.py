@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from tests_util import GPT2_DIR, needs_gpt2
 
-from mdlm_jax import gen_ppl
+from mdlm_jax.evals import gen_ppl
 from mdlm_jax.data import tokenizers as tok_lib
 from mdlm_jax.models.gpt2 import GPT2Config, load_hf_gpt2
 
@@ -252,7 +252,7 @@ def test_real_gpt2_bpe_files():
 
 
 def gpt2_record(tok, ids, **fields):
-    """A JSONL record as mdlm_jax.sample writes it for a 'gpt2' model's sample ``ids``."""
+    """A JSONL record as mdlm_jax.evals.sample writes it for a 'gpt2' model's sample ``ids``."""
     doc, ended = tok_lib.first_document(ids, tok)
     return dict(dict(tokenizer="gpt2", token_ids=ids, text=tok.decode(ids), document=tok.decode(doc), ended=ended),
                 **fields)

@@ -16,7 +16,7 @@ from mdlm_jax.diffusion import losses, process, sampling
 from mdlm_jax.diffusion.schedules import get_schedule
 from mdlm_jax.interop import params_from_torch, params_to_torch, torch_param_names
 from mdlm_jax.models import DiT
-from mdlm_jax.optim import ema_update
+from mdlm_jax.training.optim import ema_update
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 NOISE_CONFIGS = {

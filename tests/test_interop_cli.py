@@ -20,7 +20,8 @@ from tests_util import REPO, load_config
 
 torch = pytest.importorskip("torch")
 
-from mdlm_jax import checkpoint, evaluate, experiment, train  # noqa: E402
+from mdlm_jax import checkpoint, experiment, train  # noqa: E402
+from mdlm_jax.evals import evaluate
 from mdlm_jax.data import tokenizers  # noqa: E402
 from mdlm_jax.interop import cli, formats  # noqa: E402
 

@@ -392,7 +392,7 @@ with open({str(calls)!r}, "a") as f:
     f.write(json.dumps([sys.argv[1:], os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"),
                         os.environ.get("JAX_PLATFORMS")]) + "\\n")
 print("ran", *sys.argv[1:])
-sys.exit(1 if sys.argv[1:4] == ["-m", "mdlm_jax.bench", "train"] and "128" in sys.argv else 0)
+sys.exit(1 if sys.argv[1:4] == ["-m", "mdlm_jax.tools.bench", "train"] and "128" in sys.argv else 0)
 """)
     (bin_dir / "nvidia-smi").write_text(f"#!/usr/bin/env bash\nsleep {smi_sleep}\n")
     for f in bin_dir.iterdir():
@@ -418,11 +418,11 @@ def test_bench_gpu_runs_every_part_past_a_failing_one(tmp_path):
     argvs = [argv for argv, _, _ in recorded]
     assert argvs[0][0] == "-c" and len(argvs) == len(PARTS)  # the versions part's python3 -c, then one per part
     train_1024 = argvs[1]
-    assert train_1024[:3] == ["-m", "mdlm_jax.bench", "train"] and "--vs-torch" in train_1024
+    assert train_1024[:3] == ["-m", "mdlm_jax.tools.bench", "train"] and "--vs-torch" in train_1024
     assert train_1024[train_1024.index("--lengths") + 1] == "1024" and train_1024[train_1024.index("--batch") + 1] == "32"
     assert argvs[4][:3] == ["-m", "pytest", "-q"] and recorded[4][2] == "cuda"
     assert all(prealloc == "false" for _, prealloc, _ in recorded)  # torch shares the GPU with JAX
-    assert "ran -m mdlm_jax.bench sample" in (out / "sample.txt").read_text()
+    assert "ran -m mdlm_jax.tools.bench sample" in (out / "sample.txt").read_text()
 
 
 def test_bench_gpu_skips_what_the_budget_leaves_no_time_for(tmp_path):

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from tests_util import REPO, load_config
 
-from mdlm_jax import checkpoint, evaluate, experiment, train
+from mdlm_jax import checkpoint, experiment
+from mdlm_jax.evals import evaluate
+from mdlm_jax.training import train
 
 QUICK = "--config=configs/quickstart.py:quick"
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from tests_util import load_config
 
-from mdlm_jax import (checkpoint, config as config_lib, evaluate, experiment, models, objectives, sample, task as task_lib,
-                      train)
+from mdlm_jax import checkpoint, config as config_lib, experiment, models, objectives
+from mdlm_jax.evals import evaluate, sample
+from mdlm_jax.training import task as task_lib, train
 from mdlm_jax.diffusion import losses, sampling
 
 

@@ -9,7 +9,7 @@ import pytest
 from test_sharded_step import assert_same, run_steps, small_config
 from tests_util import all_eqns
 
-from mdlm_jax import task as task_lib
+from mdlm_jax.training import task as task_lib
 from mdlm_jax.models import DiT
 from mdlm_jax import parallel
 from mdlm_jax.models.attention import ATTENTION_IMPLEMENTATIONS, resolve_attention_impl

@@ -1,4 +1,4 @@
-"""mdlm_jax/sample.py: templates (BOS, prefix, suffix), the compiled sampler reused, JSONL and
+"""mdlm_jax/evals/sample.py: templates (BOS, prefix, suffix), the compiled sampler reused, JSONL and
 trajectory output, AR sampling with its options, and time-conditioned models sampled exactly."""
 
 import json
@@ -11,7 +11,9 @@ import pytest
 from scipy import special, stats
 from tests_util import load_config
 
-from mdlm_jax import experiment, sample, task as task_lib
+from mdlm_jax import experiment
+from mdlm_jax.evals import sample
+from mdlm_jax.training import task as task_lib
 
 
 def quick_setup(tmp_path, **sample_fields):

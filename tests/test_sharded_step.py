@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from mdlm_jax import config as config_lib, optim, parallel, task as task_lib
+from mdlm_jax import config as config_lib, parallel
+from mdlm_jax.training import optim, task as task_lib
 
 VOCAB, MASK, LENGTH, BATCH = 61, 60, 16, 16
 

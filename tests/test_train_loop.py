@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from tests_util import REPO, load_config
 
-from mdlm_jax import checkpoint, train
+from mdlm_jax import checkpoint
+from mdlm_jax.training import train
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from scipy import special
 
-from mdlm_jax import config as config_lib, evaluate, optim, parallel, task as task_lib
+from mdlm_jax import config as config_lib, parallel
+from mdlm_jax.evals import evaluate
+from mdlm_jax.training import optim, task as task_lib
 from mdlm_jax.diffusion import losses
 
 VOCAB, MASK, LENGTH, BATCH = 61, 60, 16, 8

@@ -38,7 +38,8 @@ from absl import flags
 from etils import epath
 from ml_collections import config_flags
 
-from mdlm_jax import checkpoint, config as config_lib, data, experiment, task as task_lib
+from mdlm_jax import checkpoint, config as config_lib, data, experiment
+from mdlm_jax.training import task as task_lib
 from mdlm_jax.experiment import Experiment
 from mdlm_jax.interop import formats
 from mdlm_jax.interop.params import check_params, params_from_torch, params_to_torch

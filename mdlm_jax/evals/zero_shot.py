@@ -30,7 +30,8 @@ import jax
 import ml_collections
 from etils import epath
 
-from mdlm_jax import data, evaluate, parallel
+from mdlm_jax import data, parallel
+from mdlm_jax.evals import evaluate
 
 # The paper's column order. WikiText-2 and WikiText-103 share their validation (and test) set, so
 # both stand for the paper's single "WikiText" column.

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from mdlm_jax import models, objectives, optim, parallel
+from mdlm_jax import models, objectives, parallel
+from mdlm_jax.training import optim
 from mdlm_jax.diffusion import losses
 from mdlm_jax.diffusion.schedules import NoiseSchedule, get_schedule
 from mdlm_jax.models import dit

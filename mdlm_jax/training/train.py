@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from mdlm_jax import checkpoint, data, evaluate, flops, parallel, sample, task as task_lib
+from mdlm_jax import checkpoint, data, parallel
+from mdlm_jax.evals import evaluate, sample
+from mdlm_jax.training import flops, task as task_lib
 from mdlm_jax.experiment import Experiment, build
-from mdlm_jax.metrics_writer import MetricsWriter
+from mdlm_jax.training.metrics_writer import MetricsWriter
 
 
 class TrainingDiverged(RuntimeError):

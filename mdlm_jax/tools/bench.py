@@ -1,10 +1,10 @@
 """Benchmarks that print tables: train-step throughput / MFU / memory, and sampler speed / NFEs.
 
-    python -m mdlm_jax.bench train --size small --lengths 128,1024 --batch 8 [--vs-torch]
-    python -m mdlm_jax.bench train --remat none,block,dots_saveable --attention-impl xla,cudnn --loss-chunk 0,256
-    python -m mdlm_jax.bench train --scan-blocks false,true
-    python -m mdlm_jax.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000
-    python -m mdlm_jax.bench matmul --dtype float32
+    python -m mdlm_jax.tools.bench train --size small --lengths 128,1024 --batch 8 [--vs-torch]
+    python -m mdlm_jax.tools.bench train --remat none,block,dots_saveable --attention-impl xla,cudnn --loss-chunk 0,256
+    python -m mdlm_jax.tools.bench train --scan-blocks false,true
+    python -m mdlm_jax.tools.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000
+    python -m mdlm_jax.tools.bench matmul --dtype float32
 
 ``--remat``, ``--attention-impl``, ``--loss-chunk`` and ``--scan-blocks`` take comma-separated
 lists (``model.remat``, ``model.attention_impl``, where '' or 'default' is jax's choice,
@@ -12,7 +12,7 @@ lists (``model.remat``, ``model.attention_impl``, where '' or 'default' is jax's
 ``step_temp_gib`` is the compiled step's scratch memory (activations kept for the backward pass
 and temporaries), the number remat changes; ``peak_mem_gib`` is the device's peak so far in this
 process, so it never goes down between rows. MFU divides by the device's peak from
-``mdlm_jax/flops.py`` or ``--peak-tflops``; ``matmul`` measures what one large matmul reaches, a
+``mdlm_jax/training/flops.py`` or ``--peak-tflops``; ``matmul`` measures what one large matmul reaches, a
 practical peak for devices the table does not list (CPUs).
 
 Each row is printed as soon as it is measured (a run cut short keeps what it measured), and the
@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdlm_jax import config as config_lib, flops, optim, parallel, task as task_lib
+from mdlm_jax import config as config_lib, parallel
+from mdlm_jax.training import flops, optim, task as task_lib
 from mdlm_jax.diffusion import sampling
 from mdlm_jax.diffusion.schedules import get_schedule
 from mdlm_jax.models import DiT
@@ -231,7 +232,7 @@ def main(argv=None) -> None:
     parser.add_argument("--loss-chunk", default="0", help="model.loss_chunk values, comma-separated (train)")
     parser.add_argument("--scan-blocks", default="false", help="model.scan_blocks values: false, true or both (train)")
     parser.add_argument("--peak-tflops", type=float, default=0.0,
-                        help="peak TFLOP/s per device for MFU; 0: the table in mdlm_jax/flops.py (train)")
+                        help="peak TFLOP/s per device for MFU; 0: the table in mdlm_jax/training/flops.py (train)")
     parser.add_argument("--matmul-size", type=int, default=4096, help="n of the (n, n) matmul (matmul)")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]

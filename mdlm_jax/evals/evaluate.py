@@ -10,7 +10,8 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from mdlm_jax import data, parallel, task as task_lib
+from mdlm_jax import data, parallel
+from mdlm_jax.training import task as task_lib
 
 
 def ratio_estimate(row_loss, row_tokens) -> tuple[float, float]:

@@ -9,9 +9,9 @@ mean dull, repetitive text, so the mean per-sample unigram entropy is always rep
 over the same truncated tokens that are scored: the document tokens and the final EOS if any, not
 the leading context token.
 
-Driver: ``python -m mdlm_jax.gen_ppl --evaluator=DIR --samples=samples.jsonl`` where DIR holds a
+Driver: ``python -m mdlm_jax.evals.gen_ppl --evaluator=DIR --samples=samples.jsonl`` where DIR holds a
 Hugging Face GPT-2 (``config.json``, ``model.safetensors``) and its tokenizer files, and each line
-of the JSONL is one sample as ``mdlm_jax.sample.write_samples`` writes it. A line is scored from
+of the JSONL is one sample as ``mdlm_jax.evals.sample.write_samples`` writes it. A line is scored from
 (``record_samples``): its ``token_ids`` as they are when its ``tokenizer`` is 'gpt2' and the
 evaluator's vocabulary is GPT-2's; else its ``document`` (the first document's text) retokenized,
 with an EOS after it if ``ended``; else (lines with only ``text``: written by hand or by older
@@ -181,7 +181,7 @@ def record_samples(records: Sequence[dict], tokenizer: Tokenizer) -> tuple[list[
         elif "document" in record:
             if "ended" not in record:
                 raise ValueError(f"Sample {n} has a 'document' but no 'ended': write both (as "
-                                 "mdlm_jax.sample does) or only 'text'.")
+                                 "mdlm_jax.evals.sample does) or only 'text'.")
             sources.append("document")
             texts.append(record["document"])
         elif "text" in record:
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                              "the samples' own 'token_ids' (first document and its EOS) is reported")
     parser.add_argument("--samples", required=True,
                         help="JSONL, one sample a line: 'tokenizer', 'token_ids', 'document', 'ended', 'text' "
-                             "(as mdlm_jax.sample writes them), or at least 'text'")
+                             "(as mdlm_jax.evals.sample writes them), or at least 'text'")
     parser.add_argument("--tokenizer_path", default="",
                         help="without --evaluator: the directory of the samples' tokenizer where it reads files "
                              "(gpt2, bert-base-uncased); default: the local Hugging Face cache")

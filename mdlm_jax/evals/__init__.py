@@ -1,0 +1,1 @@
+"""Evaluators: the validation bound, samples, generative perplexity and the zero-shot sets."""

@@ -1,0 +1,1 @@
+"""Stand-alone tools (benchmarks); they import the library, nothing imports them."""
