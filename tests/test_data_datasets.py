@@ -16,9 +16,10 @@ from tests_util import BERT_DIR, GPT2_DIR, data_config, hermetic_data_env, needs
 
 from mdlm_jax import data
 from mdlm_jax.data import cache, pipeline
-from mdlm_jax.data.datasets import DatasetNotFoundError, owt_clean
+from mdlm_jax.data.datasets import owt_clean
 from mdlm_jax.data.detokenizers import get_detokenizer
 from mdlm_jax.data.formats import SourceError
+from mdlm_jax.data.registry import DatasetNotFoundError
 
 
 E = 50256  # GPT-2's BOS = EOS

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from mdlm_jax import data
-from mdlm_jax.data import pipeline
+from mdlm_jax.data import cache, sources
+from mdlm_jax.data.packing import make_blocks
+from mdlm_jax.data.tokenizers import ByteTokenizer
 
 BOS, EOS, PAD = 256, 257, 258
 
@@ -66,7 +68,7 @@ class _FakeTokenizer:
 
 
 def test_model_vocab_rule():
-    assert data.model_vocab(data.ByteTokenizer()) == (260, 259)
+    assert data.model_vocab(ByteTokenizer()) == (260, 259)
     assert data.model_vocab(_FakeTokenizer(30522, 103)) == (30522, 103)  # bert: [MASK] kept
     assert data.model_vocab(_FakeTokenizer(50257, None)) == (50258, 50257)  # GPT-2: appended
 
@@ -80,7 +82,7 @@ _OFFSETS = np.array([0, 3, 5, 9], np.int64)
 
 def test_wrap_layout_token_for_token():
     # L = 7 -> pieces of 5: "1 2 3 E 4" | "5 E 6 7 8" | dropped "9 E".
-    blocks = data.make_blocks(_TOKENS, _OFFSETS, seq_len=7, packing="wrap", tokenizer=data.ByteTokenizer())
+    blocks = make_blocks(_TOKENS, _OFFSETS, seq_len=7, packing="wrap", tokenizer=ByteTokenizer())
     assert len(blocks) == 2
     np.testing.assert_array_equal(blocks[0]["input_ids"], [BOS, 1, 2, 3, EOS, 4, EOS])
     np.testing.assert_array_equal(blocks[1]["input_ids"], [BOS, 5, EOS, 6, 7, 8, EOS])
@@ -90,13 +92,13 @@ def test_wrap_layout_token_for_token():
     with pytest.raises(IndexError):
         blocks[2]
     # L = 5 -> pieces of 3 divide the stream exactly: the last block ends "9 E" + EOS.
-    exact = data.make_blocks(_TOKENS, _OFFSETS, seq_len=5, packing="wrap", tokenizer=data.ByteTokenizer())
+    exact = make_blocks(_TOKENS, _OFFSETS, seq_len=5, packing="wrap", tokenizer=ByteTokenizer())
     assert len(exact) == 4 and exact.dropped_tokens == 0
     np.testing.assert_array_equal(exact[3]["input_ids"], [BOS, 8, 9, EOS, EOS])
 
 
 def test_pad_layout_and_attention_mask():
-    blocks = data.make_blocks(_TOKENS, _OFFSETS, seq_len=5, packing="pad", tokenizer=data.ByteTokenizer())
+    blocks = make_blocks(_TOKENS, _OFFSETS, seq_len=5, packing="pad", tokenizer=ByteTokenizer())
     assert len(blocks) == 3
     ids = np.stack([blocks[i]["input_ids"] for i in range(3)])
     mask = np.stack([blocks[i]["attention_mask"] for i in range(3)])
@@ -106,11 +108,11 @@ def test_pad_layout_and_attention_mask():
 
 
 def test_packing_errors():
-    tok = data.ByteTokenizer()
+    tok = ByteTokenizer()
     with pytest.raises(ValueError, match="seq_len must be at least 3"):
-        data.make_blocks(_TOKENS, _OFFSETS, seq_len=2, packing="wrap", tokenizer=tok)
+        make_blocks(_TOKENS, _OFFSETS, seq_len=2, packing="wrap", tokenizer=tok)
     with pytest.raises(ValueError, match="Unknown packing 'concat'"):
-        data.make_blocks(_TOKENS, _OFFSETS, seq_len=8, packing="concat", tokenizer=tok)
+        make_blocks(_TOKENS, _OFFSETS, seq_len=8, packing="concat", tokenizer=tok)
 
 
 # ------------------------------------------------------------------------------- sources and split
@@ -118,15 +120,15 @@ def test_packing_errors():
 
 def test_split_documents():
     docs = [str(i) for i in range(10)]
-    assert data.split_documents(docs, 0.05, "validation") == ["9"]  # at least one
-    assert data.split_documents(docs, 0.05, "train") == docs[:9]
-    assert data.split_documents(docs, 0.25, "validation") == ["7", "8", "9"]  # ceil(2.5)
-    assert data.split_documents(docs, 0.0, "validation") == [] and data.split_documents(docs, 0, "train") == docs
-    assert len(data.split_documents([str(i) for i in range(100)], 0.07, "validation")) == 7
+    assert sources.split_documents(docs, 0.05, "validation") == ["9"]  # at least one
+    assert sources.split_documents(docs, 0.05, "train") == docs[:9]
+    assert sources.split_documents(docs, 0.25, "validation") == ["7", "8", "9"]  # ceil(2.5)
+    assert sources.split_documents(docs, 0.0, "validation") == [] and sources.split_documents(docs, 0, "train") == docs
+    assert len(sources.split_documents([str(i) for i in range(100)], 0.07, "validation")) == 7
     with pytest.raises(ValueError, match="no training documents"):
-        data.split_documents(["only"], 0.5, "train")
+        sources.split_documents(["only"], 0.5, "train")
     with pytest.raises(ValueError, match="Unknown split"):
-        data.split_documents(docs, 0.1, "test")
+        sources.split_documents(docs, 0.1, "test")
 
 
 def test_text_and_jsonl_sources(tmp_path):
@@ -134,11 +136,11 @@ def test_text_and_jsonl_sources(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"first \xff file")  # invalid UTF-8
     lines = [json.dumps({"body": "line one"}), "", json.dumps({"body": ""}), json.dumps({"body": "line two"})]
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
-    corpus = data.text_files([tmp_path / "*.txt", tmp_path / "d.jsonl"], jsonl_field="body")
+    corpus = sources.text_files([tmp_path / "*.txt", tmp_path / "d.jsonl"], jsonl_field="body")
     assert corpus.documents == ["first \ufffd file", "second file\n", "line one", "line two"]
     assert corpus.skipped_empty == 1  # the empty jsonl record; blank lines are not documents
     with pytest.raises(ValueError, match=r"d.jsonl:1: the record has no field 'text'"):
-        data.text_files([tmp_path / "d.jsonl"])
+        sources.text_files([tmp_path / "d.jsonl"])
 
 
 def test_own_text_from_directories_lists_and_gzip_split_at_blank_lines(tmp_path):
@@ -152,26 +154,26 @@ def test_own_text_from_directories_lists_and_gzip_split_at_blank_lines(tmp_path)
         f.write(json.dumps({"text": "a record"}) + "\n")
     (tmp_path / "sub" / "notes.md").write_text("not a data file")
     listed = [f"{tmp_path / 'a.txt'},{tmp_path / 'sub'}"]  # what --config.data.files=a.txt,sub gives
-    assert data.text_files(listed).documents == ["First paragraph,\ntwo lines.", "Second one.", "Third.\n",
+    assert sources.text_files(listed).documents == ["First paragraph,\ntwo lines.", "Second one.", "Third.\n",
                                                  "Zipped one.", "Zipped two.\n", "a record"]
-    assert data.text_files(listed, txt_split="file").documents[:2] == [
+    assert sources.text_files(listed, txt_split="file").documents[:2] == [
         "First paragraph,\ntwo lines.\n\n\nSecond one.\n  \nThird.\n", "Zipped one.\n\nZipped two.\n"]
     (tmp_path / "bible.txt").write_text("In the beginning\n<|endoftext|>\nAnd the earth\n")
-    assert data.text_files([tmp_path / "bible.txt"], txt_split="<|endoftext|>").documents == [
+    assert sources.text_files([tmp_path / "bible.txt"], txt_split="<|endoftext|>").documents == [
         "In the beginning\n", "And the earth\n"]
     (tmp_path / "nothing_here").mkdir()
     with pytest.raises(FileNotFoundError, match=r"nothing_here' holds no .txt / .jsonl"):
-        data.text_files([tmp_path / "nothing_here"])
+        sources.text_files([tmp_path / "nothing_here"])
     with pytest.raises(ValueError, match="data.txt_split"):
-        data.text_files(listed, txt_split="")
+        sources.text_files(listed, txt_split="")
 
 
 def test_missing_files_are_named(tmp_path):
     missing = tmp_path / "nowhere.jsonl"
     with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
-        data.text_files([missing])
+        sources.text_files([missing])
     with pytest.raises(FileNotFoundError, match=r"nothing\*.txt"):
-        data.text_files([tmp_path / "nothing*.txt"])
+        sources.text_files([tmp_path / "nothing*.txt"])
 
 
 def test_binary_files_are_refused(tmp_path):
@@ -179,20 +181,20 @@ def test_binary_files_are_refused(tmp_path):
     with open(npy, "wb") as f:
         np.save(f, np.arange(100))
     with pytest.raises(ValueError, match=r"weights.txt looks binary.*NUL byte \(at byte \d+\).*remove the file"):
-        data.text_files([npy])
+        sources.text_files([npy])
     (tmp_path / "utf16.txt").write_bytes("plain words".encode("utf-16"))
     with pytest.raises(ValueError, match=r"utf16.txt looks binary.*NUL.*iconv -f UTF-16 -t UTF-8"):
-        data.text_files([tmp_path / "utf16.txt"])
+        sources.text_files([tmp_path / "utf16.txt"])
     # No NUL, but one byte in five a control character.
     (tmp_path / "packed.jsonl").write_bytes(b'{"text": "x"}\n' + b"\x01\x02abcdefgh" * 100)
     with pytest.raises(ValueError, match=r"packed.jsonl looks binary.*200 of its first 1014 bytes \(20%\) are "
                                          r"control characters"):
-        data.text_files([tmp_path / "packed.jsonl"])
+        sources.text_files([tmp_path / "packed.jsonl"])
     # Real text keeps its tabs, form feeds, ANSI colours, overstrikes (a fifth of its bytes are ESC
     # and backspace) and a stray control.
     text = "col\tumn\f\r\n\x07" + "\x1b[1m\x1b[31mERROR\x1b[0m: N\bNA\bAM\bME\bE\n" * 10
     (tmp_path / "real.txt").write_text(text)
-    assert data.text_files([tmp_path / "real.txt"]).documents == [text]
+    assert sources.text_files([tmp_path / "real.txt"]).documents == [text]
 
 
 def test_invalid_utf8_is_counted_and_warned_once_per_file(tmp_path, caplog):
@@ -202,7 +204,7 @@ def test_invalid_utf8_is_counted_and_warned_once_per_file(tmp_path, caplog):
     (tmp_path / "b.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "\xc3\xa9\xffb"}\n{"text": "c\xc3"}\n')
     (tmp_path / "c.txt").write_text("clean")
     with caplog.at_level("WARNING"):
-        corpus = data.text_files([tmp_path / "a.txt", tmp_path / "b.jsonl", tmp_path / "c.txt"])
+        corpus = sources.text_files([tmp_path / "a.txt", tmp_path / "b.jsonl", tmp_path / "c.txt"])
     assert corpus.documents == ["ok\nfirst \ufffd\ufffd file\n\ufffd x\n\ufffd real", "fine", "\xe9\ufffdb", "c\ufffd",
                                 "clean"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -217,11 +219,11 @@ def test_invalid_utf8_error_names_file_and_offset(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"ok\nfirst \xff file")
     (tmp_path / "b.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "a\xffb"}\n')
     with pytest.raises(ValueError, match=r"a\.txt: invalid UTF-8 at byte 9 \(line 2\).*Re-encode the file"):
-        data.text_files([tmp_path / "a.txt"], invalid_utf8="error")
+        sources.text_files([tmp_path / "a.txt"], invalid_utf8="error")
     with pytest.raises(ValueError, match=r"b\.jsonl: invalid UTF-8 at byte 28 \(line 2\)"):
-        data.text_files([tmp_path / "b.jsonl"], invalid_utf8="error")
+        sources.text_files([tmp_path / "b.jsonl"], invalid_utf8="error")
     (tmp_path / "c.txt").write_text("clean \ufffd text")
-    assert data.text_files([tmp_path / "c.txt"], invalid_utf8="error").documents == ["clean \ufffd text"]
+    assert sources.text_files([tmp_path / "c.txt"], invalid_utf8="error").documents == ["clean \ufffd text"]
 
 
 def test_invalid_utf8_option_reaches_the_reader_past_the_cache(tmp_path, monkeypatch, caplog):
@@ -237,7 +239,7 @@ def test_invalid_utf8_option_reaches_the_reader_past_the_cache(tmp_path, monkeyp
     def fail(*args):
         raise AssertionError("re-tokenized despite a cache hit")
 
-    monkeypatch.setattr(pipeline, "tokenize_documents", fail)
+    monkeypatch.setattr(cache, "encode_batch", fail)
     with caplog.at_level("WARNING"):
         data.build_blocks(cfg, "train")  # served from the cache, and still warned about
     assert sum("c.jsonl: 4 bytes of invalid UTF-8 on 1 line(s)" in r.getMessage() for r in caplog.records) == 1
@@ -250,7 +252,7 @@ def test_invalid_utf8_option_reaches_the_reader_past_the_cache(tmp_path, monkeyp
 
 def test_invalid_utf8_option_is_checked(tmp_path, corpus_cfg):
     with pytest.raises(ValueError, match=r"data\.invalid_utf8 must be one of \('warn', 'error'\); got 'ignore'"):
-        data.text_files(corpus_cfg.files, invalid_utf8="ignore")
+        sources.text_files(corpus_cfg.files, invalid_utf8="ignore")
     corpus_cfg.invalid_utf8 = "ignore"
     with pytest.raises(ValueError, match=r"data\.invalid_utf8 must be one of"):
         data.make_train_iterator(corpus_cfg, global_batch_size=2, seed=0)
@@ -265,11 +267,11 @@ def test_empty_files_are_named(tmp_path, corpus_cfg):
     (tmp_path / "blank.jsonl").write_text("\n" + json.dumps({"text": " "}) + "\n\n")
     full = list(corpus_cfg.files)
     with pytest.raises(ValueError, match=r"empty\.txt is empty \(0 bytes\); fill it or remove it from data\.files"):
-        data.text_files(full + [tmp_path / "empty.txt"])
+        sources.text_files(full + [tmp_path / "empty.txt"])
     with pytest.raises(ValueError, match=r"blank\.txt holds only whitespace"):
-        data.text_files([tmp_path / "blank.txt"] + full)
+        sources.text_files([tmp_path / "blank.txt"] + full)
     with pytest.raises(ValueError, match=r"blank\.jsonl has no record with a non-empty 'text' field"):
-        data.text_files(full + [tmp_path / "blank.jsonl"])
+        sources.text_files(full + [tmp_path / "blank.jsonl"])
     # Alone, it is named too, not reported as "0 documents".
     with pytest.raises(ValueError, match=r"empty\.txt is empty"):
         data.make_train_iterator(_config(tmp_path, [tmp_path / "empty.txt"]), global_batch_size=2, seed=0)
@@ -278,13 +280,13 @@ def test_empty_files_are_named(tmp_path, corpus_cfg):
 def test_embedded_corpus_is_pydoc_topics():
     from pydoc_data.topics import topics
 
-    corpus = data.embedded_corpus()
+    corpus = sources.embedded_corpus()
     assert corpus.documents == [topics[k] for k in sorted(topics)] and corpus.skipped_empty == 0
 
 
 def test_config_errors(tmp_path, corpus_cfg):
-    with pytest.raises(ValueError, match="Unknown data source 'hub'"):
-        data.load_corpus(_config(tmp_path, [], source="hub"))
+    with pytest.raises(ValueError, match=r"Unknown data\.source 'hub'; choose one of \[.*'embedded', 'files'.*'lm1b'"):
+        data.build_blocks(_config(tmp_path, [], source="hub"), "train")
     with pytest.raises(ValueError, match=r"divisible by the number of processes \(3\)"):
         data.make_train_iterator(corpus_cfg, global_batch_size=8, seed=0, process_count=3)
     corpus_cfg.seq_len = 4096
@@ -295,16 +297,25 @@ def test_config_errors(tmp_path, corpus_cfg):
 # ------------------------------------------------------------------------------- cache
 
 
+def _cache_files(cache_dir):
+    """Every file below ``cache_dir``, relative to it, sorted."""
+    return sorted(os.path.relpath(os.path.join(root, name), cache_dir)
+                  for root, _, names in os.walk(cache_dir) for name in names)
+
+
 def test_tokens_are_cached_and_reused(tmp_path, corpus_cfg, monkeypatch):
     first = data.build_blocks(corpus_cfg, "train")
-    files = sorted(os.listdir(corpus_cfg.cache_dir))
-    assert len(files) == 2 and all(f.endswith(".npy") for f in files)  # no stray .tmp files
+    files = _cache_files(corpus_cfg.cache_dir)
+    # One complete part of the token cache, keyed by the split's content; no stray temporary files.
+    part = os.path.dirname(files[0])
+    assert files == [os.path.join(part, f) for f in ("meta.json", "offsets.npy", "tokens.bin")]
+    assert re.fullmatch(r"files/bytes-none-v\d+/train-[0-9a-f]{24}", part)
     mtimes = [os.path.getmtime(os.path.join(corpus_cfg.cache_dir, f)) for f in files]
 
     def fail(*args):
         raise AssertionError("re-tokenized despite a cache hit")
 
-    monkeypatch.setattr(pipeline, "tokenize_documents", fail)
+    monkeypatch.setattr(cache, "encode_batch", fail)
     second = data.build_blocks(corpus_cfg, "train")
     assert [os.path.getmtime(os.path.join(corpus_cfg.cache_dir, f)) for f in files] == mtimes
     assert _rows({"input_ids": np.stack([second[i]["input_ids"] for i in range(len(second))])}) == \
@@ -319,10 +330,12 @@ def test_cache_write_is_atomic(tmp_path, corpus_cfg, monkeypatch):
         f.write(b"\x93NUMPY partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.np, "save", killed)
+    monkeypatch.setattr(cache.np, "save", killed)
     with pytest.raises(KeyboardInterrupt):
         data.build_blocks(corpus_cfg, "train")
-    assert os.listdir(corpus_cfg.cache_dir) == []  # neither a torn .npy nor a .tmp is left
+    # Neither a torn part nor its temporary directory is left (only the empty parent directories).
+    assert _cache_files(corpus_cfg.cache_dir) == []
+    assert not [d for _, dirs, _ in os.walk(corpus_cfg.cache_dir) for d in dirs if ".tmp" in d]
     monkeypatch.undo()
     assert len(data.build_blocks(corpus_cfg, "train")) > 0
 

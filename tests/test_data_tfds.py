@@ -16,7 +16,7 @@ from tests_util import BERT_DIR, data_config, hermetic_data_env, needs_bert
 
 from mdlm_jax import data
 from mdlm_jax.data import cache, pipeline, tfds_source
-from mdlm_jax.data.datasets import DATASETS, DatasetNotFoundError
+from mdlm_jax.data.registry import DATASETS, DatasetNotFoundError
 from mdlm_jax.data.detokenizers import get_detokenizer
 
 tfds = pytest.importorskip("tensorflow_datasets")

@@ -10,7 +10,7 @@ import pytest
 from tests_util import BERT_DIR, GPT2_DIR, needs_bert, needs_gpt2
 
 from mdlm_jax import data
-from mdlm_jax.data import tokenizers as tok_lib
+from mdlm_jax.data import sources, tokenizers as tok_lib
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_gpt2_matches_transformers(gpt2, tmp_path):
     shutil.copy(os.path.join(GPT2_DIR, "encoder.json"), tmp_path / "vocab.json")
     shutil.copy(os.path.join(GPT2_DIR, "vocab.bpe"), tmp_path / "merges.txt")
     reference = transformers.GPT2TokenizerFast.from_pretrained(str(tmp_path))
-    texts = data.embedded_corpus().documents[:20]
+    texts = sources.embedded_corpus().documents[:20]
     assert [list(ids) for ids in tok_lib.encode_batch(gpt2, texts)] == \
         [reference(t, add_special_tokens=False)["input_ids"] for t in texts]
     # The vocab.json + merges.txt route gives the same tokenizer.
@@ -67,7 +67,7 @@ def test_gpt2_matches_transformers(gpt2, tmp_path):
 def test_bert_matches_transformers(bert):
     transformers = pytest.importorskip("transformers")
     reference = transformers.BertTokenizer(os.path.join(BERT_DIR, "vocab.txt"), do_lower_case=True)
-    texts = data.embedded_corpus().documents[:10] + ["Überraschung: naïve 漢字 text, isn't it?"]
+    texts = sources.embedded_corpus().documents[:10] + ["Überraschung: naïve 漢字 text, isn't it?"]
     assert [bert.encode(t) for t in texts] == [reference(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 

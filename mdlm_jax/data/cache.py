@@ -1,11 +1,16 @@
-"""The prepared token cache of a dataset part: written once (optionally in shards, by several
-hosts), then memory-mapped for random access.
+"""The token cache of every dataset: each part written once (a paper dataset's optionally in
+shards, by several hosts), then memory-mapped for random access.
 
 A part lives in ``<cache_dir>/<dataset>/<tokenizer>-<detokenizer>-v<version>/<part>/``:
 ``tokens.bin`` (every document's tokens back to back, uint16 when the vocabulary fits, else
 int32), ``offsets.npy`` (int64, D + 1; document d is ``tokens[offsets[d]:offsets[d + 1]]``) and
-``meta.json`` (counts, dtype, the source files it was built from). Each directory is written
-under a temporary name and renamed into place, so a killed writer never leaves a half cache.
+``meta.json`` (counts, dtype, what it was built from). Each directory is written under a
+temporary name and renamed into place, so a killed writer never leaves a half cache.
+
+A paper dataset's part is built from its source units (``build_part``) and records their
+fingerprint. A dataset given as documents (``registry.DocumentDataset``) has one part per split,
+named ``<split>-<documents_key>`` (``build_documents``): a digest of the documents' text, so
+changed documents get a part of their own.
 
 Shard i of N covers the contiguous units ``[i U / N, (i + 1) U / N)`` of the part and is written
 to ``<part>.shards/<i>-of-<N>/``; ``merge_shards`` concatenates complete shards in order, which
@@ -15,12 +20,14 @@ is byte-for-byte the single-process cache.
 from __future__ import annotations
 
 import array
+import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -31,6 +38,11 @@ from mdlm_jax.data.tokenizers import Tokenizer, encode_batch
 CACHE_VERSION = 1  # bump when the cached tokens' meaning changes
 _BATCH_DOCUMENTS = 512  # documents per tokenizer call
 _BATCH_CHARACTERS = 4 << 20  # or this many characters, whichever comes first
+
+
+def cache_dir_for(data_config) -> str:
+    """``data.cache_dir``, or ``~/.cache/mdlm_jax`` when it is empty."""
+    return os.path.expanduser(data_config.cache_dir or "~/.cache/mdlm_jax")
 
 
 class TokenArrays(NamedTuple):
@@ -62,6 +74,17 @@ def shard_range(num_units: int, shard: int, num_shards: int) -> tuple[int, int]:
 def fingerprint(units: Sequence[Unit], root: str) -> list[list]:
     """The source's identity: each unit's path (relative to ``root``), byte range, kind and file size."""
     return [[os.path.relpath(u.path, root), u.start, u.stop, u.kind, os.path.getsize(u.path)] for u in units]
+
+
+def documents_key(documents: Iterable[str], *labels: str) -> str:
+    """A digest of the documents' text and the ``labels`` (tokenizer, detokenizer, split): any
+    changed document or label gives another key."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    for text in (*labels, *documents):
+        data = text.encode("utf-8", errors="replace")
+        digest.update(len(data).to_bytes(8, "little"))  # length prefixes keep boundaries unambiguous
+        digest.update(data)
+    return digest.hexdigest()[:24]
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -124,13 +147,26 @@ def open_part(directory: str) -> TokenArrays | None:
 
 
 def _commit(tmp: str, final: str) -> None:
-    os.makedirs(os.path.dirname(final), exist_ok=True)
     try:
         os.rename(tmp, final)
     except OSError:
         if not os.path.isfile(os.path.join(final, "meta.json")):
             raise
         shutil.rmtree(tmp)  # another process finished the same cache first; theirs is identical
+
+
+@contextlib.contextmanager
+def _staged(final: str) -> Iterator[str]:
+    """A temporary directory beside ``final``, renamed to ``final`` when the block completes and
+    deleted when it raises (or is interrupted)."""
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(final), prefix=os.path.basename(final) + ".tmp-")
+    try:
+        yield tmp
+        _commit(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _write_meta(directory: str, meta: dict) -> None:
@@ -140,14 +176,65 @@ def _write_meta(directory: str, meta: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _save_offsets(directory: str, lengths) -> np.ndarray:
+def _save_offsets(directory: str, lengths) -> None:
     offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(np.frombuffer(lengths, np.int64) if len(lengths) else np.zeros(0, np.int64), out=offsets[1:])
     with open(os.path.join(directory, "offsets.npy"), "wb") as f:
         np.save(f, offsets)
         f.flush()
         os.fsync(f.fileno())
-    return offsets
+
+
+class _TokenFile:
+    """Documents tokenized in batches into ``<directory>/tokens.bin``; on a clean exit of its
+    ``with`` block the file is synced and ``offsets.npy`` written."""
+
+    def __init__(self, directory: str, tokenizer: Tokenizer):
+        self.directory, self.tokenizer = directory, tokenizer
+        self.dtype = token_dtype(tokenizer.vocab_size)
+        self.lengths, self.tokens = array.array("q"), 0
+        self._batch, self._chars = [], 0
+        self._out = open(os.path.join(directory, "tokens.bin"), "wb")
+
+    @property
+    def documents(self) -> int:
+        return len(self.lengths) + len(self._batch)
+
+    def add(self, text: str) -> None:
+        self._batch.append(text)
+        self._chars += len(text)
+        if len(self._batch) >= _BATCH_DOCUMENTS or self._chars >= _BATCH_CHARACTERS:
+            self._flush()
+
+    def _flush(self) -> None:
+        for ids in encode_batch(self.tokenizer, self._batch):
+            ids = np.asarray(ids)
+            if ids.size and (ids.min() < 0 or ids.max() >= self.tokenizer.vocab_size):
+                raise ValueError(f"Tokenizer {self.tokenizer.name!r} produced ids outside "
+                                 f"[0, {self.tokenizer.vocab_size}).")
+            self._out.write(ids.astype(self.dtype, copy=False).tobytes())
+            self.lengths.append(int(ids.size))
+            self.tokens += int(ids.size)
+        self._batch, self._chars = [], 0
+
+    def __enter__(self) -> _TokenFile:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        with self._out:
+            if kind is None:
+                self._flush()
+                self._out.flush()
+                os.fsync(self._out.fileno())
+        if kind is None:
+            _save_offsets(self.directory, self.lengths)
+
+    def with_counts(self, meta: dict, started: float, **counts) -> dict:
+        """``meta`` with the version, tokenizer, dtype, the counts and the speed since ``started``."""
+        seconds = time.time() - started
+        return dict(meta, version=CACHE_VERSION, tokenizer=self.tokenizer.name, dtype=self.dtype.name,
+                    documents=len(self.lengths), tokens=self.tokens, **counts, seconds=round(seconds, 3),
+                    tokens_per_second=round(self.tokens / max(seconds, 1e-9), 1))
 
 
 class _Progress:
@@ -180,59 +267,47 @@ def build_part(units: Sequence[Unit], directory: str, *, tokenizer: Tokenizer, d
     """
     start, stop = shard_range(len(units), shard, num_shards)
     final = directory if num_shards == 1 else shard_dir(directory, shard, num_shards)
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=os.path.dirname(final), prefix=os.path.basename(final) + ".tmp-")
-    dtype = token_dtype(tokenizer.vocab_size)
-    stats = formats.ReadStats()
-    lengths, empty, n_tokens, batch, batch_chars = array.array("q"), 0, 0, [], 0
-    t0 = time.time()
+    stats, empty, started = formats.ReadStats(), 0, time.time()
     bar = _Progress(sum(u.size for u in units[start:stop]), f"{meta.get('dataset', '')}/{meta.get('part', '')}"
                     + (f" shard {shard}/{num_shards}" if num_shards > 1 else ""), progress)
-
-    def flush(out) -> None:
-        nonlocal n_tokens, batch, batch_chars
-        for ids in encode_batch(tokenizer, batch):
-            ids = np.asarray(ids)
-            if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
-                raise ValueError(f"Tokenizer {tokenizer.name!r} produced ids outside [0, {tokenizer.vocab_size}).")
-            out.write(ids.astype(dtype, copy=False).tobytes())
-            lengths.append(int(ids.size))
-            n_tokens += int(ids.size)
-        batch, batch_chars = [], 0
-
     try:
-        with open(os.path.join(tmp, "tokens.bin"), "wb") as out:
-            for unit in units[start:stop]:
-                for record in formats.read_unit(unit, stats):
-                    text = clean(record)
-                    if not text.strip():
-                        empty += 1
-                        if not keep_empty:
-                            continue
-                        text = ""
-                    batch.append(detokenize(text) if text else text)
-                    batch_chars += len(text)
-                    if len(batch) >= _BATCH_DOCUMENTS or batch_chars >= _BATCH_CHARACTERS:
-                        flush(out)
-                bar.update(unit.size, documents=len(lengths) + len(batch), tokens=n_tokens)
-            flush(out)
-            bar.update(0, documents=len(lengths), tokens=n_tokens)
-            out.flush()
-            os.fsync(out.fileno())
-        _save_offsets(tmp, lengths)
-        seconds = time.time() - t0
-        meta = dict(meta, version=CACHE_VERSION, tokenizer=tokenizer.name, dtype=dtype.name,
-                    documents=len(lengths), tokens=n_tokens, empty_documents=empty, kept_empty=keep_empty,
-                    invalid_utf8_documents=stats.invalid_utf8, units=[start, stop], num_units=len(units),
-                    shard=shard, num_shards=num_shards, seconds=round(seconds, 3),
-                    tokens_per_second=round(n_tokens / max(seconds, 1e-9), 1))
-        _write_meta(tmp, meta)
-        _commit(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with _staged(final) as tmp:
+            with _TokenFile(tmp, tokenizer) as out:
+                for unit in units[start:stop]:
+                    for record in formats.read_unit(unit, stats):
+                        text = clean(record)
+                        if not text.strip():
+                            empty += 1
+                            if not keep_empty:
+                                continue
+                            text = ""
+                        out.add(detokenize(text) if text else text)
+                    bar.update(unit.size, documents=out.documents, tokens=out.tokens)
+            bar.update(0, documents=out.documents, tokens=out.tokens)
+            meta = out.with_counts(meta, started, empty_documents=empty, kept_empty=keep_empty,
+                                   invalid_utf8_documents=stats.invalid_utf8, units=[start, stop],
+                                   num_units=len(units), shard=shard, num_shards=num_shards)
+            _write_meta(tmp, meta)
     finally:
         bar.close()
+    return meta
+
+
+def build_documents(documents: Iterable[str], directory: str, *, tokenizer: Tokenizer,
+                    detokenize: Callable[[str], str], meta: dict) -> dict:
+    """Detokenizes and tokenizes ``documents``, each string one document, into the cache at
+    ``directory``; returns the written meta. Whitespace-only documents are skipped and counted
+    (``empty_documents``); ``meta`` adds identifying fields (dataset, part, split)."""
+    empty, started = 0, time.time()
+    with _staged(directory) as tmp:
+        with _TokenFile(tmp, tokenizer) as out:
+            for text in documents:
+                if text.strip():
+                    out.add(detokenize(text))
+                else:
+                    empty += 1
+        meta = out.with_counts(meta, started, empty_documents=empty)
+        _write_meta(tmp, meta)
     return meta
 
 
@@ -256,9 +331,7 @@ def merge_shards(directory: str) -> dict:
             if s.meta.get(key) != first.get(key):
                 raise ValueError(f"Cannot merge {directory}: shard {s.meta['shard']} differs from shard 0 in "
                                  f"{key!r} ({s.meta.get(key)!r} != {first.get(key)!r}); rebuild the stale shard.")
-    os.makedirs(os.path.dirname(directory), exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=os.path.dirname(directory), prefix=os.path.basename(directory) + ".tmp-")
-    try:
+    with _staged(directory) as tmp:
         lengths = array.array("q")
         with open(os.path.join(tmp, "tokens.bin"), "wb") as out:
             for i in range(num_shards):
@@ -276,8 +349,4 @@ def merge_shards(directory: str) -> dict:
                     seconds=round(sum(s.meta["seconds"] for s in shards), 3),
                     tokens_per_second=round(total("tokens") / max(seconds, 1e-9), 1))
         _write_meta(tmp, meta)
-        _commit(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta

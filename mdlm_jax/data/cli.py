@@ -20,11 +20,16 @@ import sys
 
 from mdlm_jax.config import default_config
 from mdlm_jax.data import cache, pipeline
-from mdlm_jax.data.datasets import DATASETS, DatasetNotFoundError
+from mdlm_jax.data.datasets import PaperDataset, select
+from mdlm_jax.data.packing import make_blocks
+from mdlm_jax.data.registry import DATASETS, DatasetNotFoundError
+
+# What can be prepared ahead: the paper datasets (the others are cached on first use).
+PAPER_DATASETS = {name: d for name, d in DATASETS.items() if isinstance(d, PaperDataset)}
 
 
 def _data_config(args) -> object:
-    dataset = DATASETS[args.dataset]
+    dataset = PAPER_DATASETS[args.dataset]
     cfg = default_config().data
     cfg.update(source=dataset.name, path=getattr(args, "source", "") or "", cache_dir=args.out,
                tfds_data_dir=getattr(args, "tfds_data_dir", "") or "",
@@ -37,18 +42,18 @@ def _data_config(args) -> object:
 
 def _split_stats(cfg, part: str, tokenizer) -> dict:
     """Blocks and dropped tokens of every split cut from ``part`` under the configured packing."""
-    dataset = DATASETS[cfg.source]
-    arrays = cache.open_part(pipeline.part_directory(cfg, tokenizer, part))
+    dataset = PAPER_DATASETS[cfg.source]
+    arrays = cache.open_part(dataset.part_directory(cfg, tokenizer, part))
     out = {}
-    for split, selection in dataset.splits(cfg).items():
+    for split, selection in dataset.selections(cfg).items():
         if selection.part != part:
             continue
         try:
-            tokens, offsets = pipeline.select(arrays.tokens, arrays.offsets, selection)
+            tokens, offsets = select(arrays.tokens, arrays.offsets, selection)
         except ValueError as e:
             out[split] = {"error": str(e)}
             continue
-        blocks = pipeline.make_blocks(tokens, offsets, seq_len=cfg.seq_len, packing=cfg.packing, tokenizer=tokenizer)
+        blocks = make_blocks(tokens, offsets, seq_len=cfg.seq_len, packing=cfg.packing, tokenizer=tokenizer)
         out[split] = blocks.stats()
     return out
 
@@ -63,7 +68,7 @@ def _print_part(part: str, meta: dict, splits: dict) -> None:
 
 
 def _parts(cfg, requested) -> list[str]:
-    return list(requested) if requested else sorted(DATASETS[cfg.source].locate(cfg).parts)
+    return list(requested) if requested else sorted(PAPER_DATASETS[cfg.source].locate(cfg).parts)
 
 
 def prepare(args) -> dict:
@@ -86,12 +91,12 @@ def prepare(args) -> dict:
 def merge(args) -> dict:
     cfg = _data_config(args)
     tokenizer = pipeline.tokenizer_for(cfg)
-    dataset = DATASETS[cfg.source]
-    detok = pipeline.detokenizer_for(cfg, dataset)
-    parts = args.part or sorted({s.part for s in dataset.splits(cfg).values()})
+    dataset = PAPER_DATASETS[cfg.source]
+    detok = dataset.detokenizer_for(cfg)
+    parts = args.part or sorted({s.part for s in dataset.selections(cfg).values()})
     report = {}
     for part in parts:
-        directory = pipeline.part_directory(cfg, tokenizer, part)
+        directory = dataset.part_directory(cfg, tokenizer, part)
         built = cache.load_dir(directory)
         if built is not None:
             meta = built.meta
@@ -116,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_ in (("prepare", "tokenize a dataset (or one shard of it) into the cache"),
                         ("merge", "join complete shards into the cache")):
         p = commands.add_parser(name, help=help_)
-        p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+        p.add_argument("--dataset", required=True, choices=sorted(PAPER_DATASETS))
         p.add_argument("--out", required=True, help="the cache directory (data.cache_dir)")
         p.add_argument("--tokenizer", default="", help="default: the paper's for the dataset")
         p.add_argument("--tokenizer-path", default="", help="directory of the tokenizer's vocabulary files")

@@ -11,6 +11,8 @@ prepared in the ArrayRecord format under ``data.tfds_data_dir`` (``tfds_source``
 PubMed, arXiv), then the Hugging Face caches, then a download. Nothing is downloaded
 unless ``data.allow_download`` is set (text8 and LAMBADA have canonical URLs); a missing dataset
 raises ``DatasetNotFoundError`` naming what was tried and the setting that fixes it.
+
+Each is a ``PaperDataset`` in the registry (``registry.DATASETS``), under its ``data.source`` name.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import tempfile
 import urllib.request
 from typing import Callable, Iterator, NamedTuple
 
-from mdlm_jax.data import formats, tfds_source
+import numpy as np
+
+from mdlm_jax.data import cache, formats, tfds_source
+from mdlm_jax.data.detokenizers import get_detokenizer
 from mdlm_jax.data.formats import Unit
+from mdlm_jax.data.registry import Dataset, DatasetNotFoundError, register_dataset
 from mdlm_jax.data.tfds_source import TfdsName
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """No local copy of a dataset; the message says what was tried and what to set."""
+from mdlm_jax.data.tokenizers import Tokenizer
 
 
 class Selection(NamedTuple):
@@ -41,6 +44,24 @@ class Selection(NamedTuple):
     by: str = "documents"  # 'documents' | 'tokens'
     start: int | None = None
     stop: int | None = None
+
+
+def select(tokens: np.ndarray, offsets: np.ndarray, selection: Selection, *,
+           what: str = "the split") -> tuple[np.ndarray, np.ndarray]:
+    """The (tokens, offsets) view of ``selection`` over a part; no copy of the tokens."""
+    num_docs, num_tokens = len(offsets) - 1, int(offsets[-1])
+    total = num_docs if selection.by == "documents" else num_tokens
+    for bound in (selection.start, selection.stop):
+        if bound is not None and bound < 0 and -bound >= total:
+            raise ValueError(f"{what} takes the last {-bound} {selection.by} of a part that has only {total}; "
+                             "nothing would remain for the other split (for OpenWebText lower "
+                             "data.owt_val_documents).")
+    start, stop, _ = slice(selection.start, selection.stop).indices(total)
+    stop = max(start, stop)
+    if selection.by == "documents":
+        return tokens[offsets[start]:offsets[stop]], offsets[start:stop + 1] - offsets[start]
+    inner = offsets[(offsets > start) & (offsets < stop)]
+    return tokens[start:stop], np.concatenate([[start], inner, [stop]]).astype(np.int64) - start
 
 
 class Located(NamedTuple):
@@ -116,12 +137,13 @@ def _download(url: str, dest: str) -> str:
     return dest
 
 
-class Dataset:
-    """One named dataset.
+class PaperDataset(Dataset):
+    """One of the paper's datasets: found in local files in its public layout, each part prepared
+    into the token cache once (``prepare``), the splits views over the parts (``selections``).
 
     Args:
       name, title: registry key and display name.
-      tokenizer, seq_len, packing: the paper's setting (``prepare`` uses them by default).
+      tokenizer, seq_len, packing: the paper's setting (the prepare CLI's defaults).
       detokenizer: the official detokenizer's name in ``detokenizers.DETOKENIZERS``.
       eval_split: the split the paper evaluates on.
       splits: split name -> Selection, given the data config.
@@ -147,15 +169,68 @@ class Dataset:
         self.hf, self.hf_parts, self.tfds = hf, hf_parts or {}, tfds
         self.url, self.url_file = url, url_file
 
-    def splits(self, data_config) -> dict[str, Selection]:
+    def selections(self, data_config) -> dict[str, Selection]:
+        """Split name -> the slice of a part it reads."""
         return self._splits(data_config)
 
+    def splits(self, data_config) -> tuple[str, ...]:
+        return tuple(self.selections(data_config))
+
     def selection(self, data_config, split: str) -> Selection:
-        splits = self.splits(data_config)
-        if split not in splits:
-            raise ValueError(f"{self.title} has no {split!r} split; it has {sorted(splits)}"
-                             + (" (it is an evaluation-only set)." if "train" not in splits else "."))
-        return splits[split]
+        self.check_split(data_config, split)
+        return self.selections(data_config)[split]
+
+    def part_directory(self, data_config, tokenizer: Tokenizer, part: str) -> str:
+        """The cache directory of one part (it need not exist)."""
+        return cache.part_dir(cache.cache_dir_for(data_config), self.name, tokenizer.name,
+                              self.detokenizer_for(data_config), part)
+
+    def prepare(self, data_config, part: str, *, tokenizer: Tokenizer, shard: int = 0, num_shards: int = 1,
+                progress: bool = False) -> dict:
+        """Builds (or finds) the cache of one part, or shard ``shard`` of it; returns its meta.json.
+        Raises if the cache exists but was built from other source files."""
+        return self._prepare(data_config, part, tokenizer, shard, num_shards, progress)[1]
+
+    def _prepare(self, data_config, part: str, tokenizer: Tokenizer, shard: int, num_shards: int,
+                 progress: bool) -> tuple[cache.TokenArrays | None, dict]:
+        """``prepare``'s work: (the cached arrays when they were already there, else None; meta)."""
+        detok = self.detokenizer_for(data_config)
+        directory = self.part_directory(data_config, tokenizer, part)
+        try:
+            located = self.locate(data_config)
+        except DatasetNotFoundError:
+            arrays = cache.open_part(directory)
+            if arrays is not None:  # prepared elsewhere; the raw files need not be on this host
+                return arrays, arrays.meta
+            raise
+        if part not in located.parts:
+            raise DatasetNotFoundError(f"{self.title}: {located.origin} ({located.root}) has no files for the "
+                                       f"{part!r} part (found {sorted(located.parts)}; expected {self.layout}).")
+        units = located.parts[part]
+        source = cache.fingerprint(units, located.root)
+        if num_shards == 1:
+            existing = cache.open_part(directory)  # merges complete shards when there are some
+        else:
+            existing = cache.load_dir(directory) or cache.load_dir(cache.shard_dir(directory, shard, num_shards))
+        if existing is not None:
+            if existing.meta.get("source_files") != source:
+                raise ValueError(f"The cache {directory} was built from other {self.title} files "
+                                 f"({existing.meta.get('source_root')}) than {located.root}; delete it or set "
+                                 "data.cache_dir elsewhere.")
+            return existing, existing.meta
+        logging.info("Preparing %s/%s from %s (%s) into %s", self.name, part, located.root, located.origin, directory)
+        meta = dict(dataset=self.name, part=part, detokenizer=detok, source_root=located.root,
+                    origin=located.origin, source_files=source)
+        return None, cache.build_part(units, directory, tokenizer=tokenizer, detokenize=get_detokenizer(detok),
+                                      clean=self.clean, keep_empty=self.keep_empty, meta=meta, shard=shard,
+                                      num_shards=num_shards, progress=progress)
+
+    def tokens(self, data_config, split: str, tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
+        selection = self.selection(data_config, split)
+        arrays, _ = self._prepare(data_config, selection.part, tokenizer, 0, 1, False)
+        if arrays is None:  # just built
+            arrays = cache.open_part(self.part_directory(data_config, tokenizer, selection.part))
+        return select(arrays.tokens, arrays.offsets, selection, what=f"The {split!r} split of {self.title}")
 
     def _locate_tfds(self, data_config, tried: list[str]) -> Located | None:
         """A prepared ArrayRecord copy in the tfds data dir; TFRecord-only copies are refused
@@ -218,8 +293,7 @@ class Dataset:
             tried.append(f"the Hugging Face datasets cache {hf_datasets_cache()} and Hub cache "
                          f"(no {self.hf.repo} / {self.hf.config})")
         if self.url:
-            dest = os.path.join(os.path.expanduser(data_config.cache_dir or "~/.cache/mdlm_jax"), "raw",
-                                self.url_file)
+            dest = os.path.join(cache.cache_dir_for(data_config), "raw", self.url_file)
             if os.path.isfile(dest):
                 return Located(self._find(dest, data_config), os.path.dirname(dest), "an earlier download")
             if getattr(data_config, "allow_download", False):
@@ -327,10 +401,10 @@ def _files_finder(kind: str, subdirs: tuple[str, ...], files: dict[str, tuple[st
     return find
 
 
-def _wikitext(name: str, dirname: str, title: str, hf_config: str) -> Dataset:
+def _wikitext(name: str, dirname: str, title: str, hf_config: str) -> PaperDataset:
     files = {part: (f"wiki.{stem}.raw", f"wiki.{stem}.tokens")
              for part, stem in (("train", "train"), ("validation", "valid"), ("test", "test"))}
-    return Dataset(
+    return PaperDataset(
         name, title, tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="wikitext",
         eval_split="validation", splits=_whole_parts("train", "validation", "test"),
         find=_files_finder("lines", (dirname + "-raw", dirname), files),
@@ -341,10 +415,10 @@ def _wikitext(name: str, dirname: str, title: str, hf_config: str) -> Dataset:
         hf_parts={"train": "train", "validation": "validation", "test": "test"})
 
 
-def _scientific(name: str, config: str, title: str) -> Dataset:
+def _scientific(name: str, config: str, title: str) -> PaperDataset:
     files = {"train": ("train.txt", "train.jsonl"), "validation": ("val.txt", "validation.jsonl", "val.jsonl"),
              "test": ("test.txt", "test.jsonl")}
-    return Dataset(
+    return PaperDataset(
         name, title, tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="wikitext+lm1b",
         eval_split="validation", splits=_whole_parts("train", "validation", "test"),
         # Cohan et al.'s release: JSON lines with 'article_text' (a list of paragraphs, joined
@@ -375,65 +449,61 @@ def _owt_splits(cfg) -> dict[str, Selection]:
 TEXT8_SPLITS = {"train": (0, 90_000_000), "validation": (90_000_000, 95_000_000), "test": (95_000_000, None)}
 
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in [
-    Dataset("lm1b", "LM1B (One Billion Words)", tokenizer="bert-base-uncased", seq_len=128, packing="pad",
-            detokenizer="lm1b", eval_split="test", splits=_whole_parts("train", "test"), find=_find_lm1b,
-            layout="1-billion-word-language-modeling-benchmark-r13output/{training-monolingual.tokenized.shuffled/"
-                   "news.en-000??-of-00100, heldout-monolingual.tokenized.shuffled/news.en.heldout-000??-of-00050}",
-            # tfds / HF: every line stripped; test = all 50 heldout files (306,688 sentences).
-            clean=str.strip,
-            hf=HFCache(("lm1b",), "plain_text", "lm1b", "lm1b", "text"),
-            hf_parts={"train": "train", "test": "test"},
-            tfds=TfdsName("lm1b", ("text",), {"train": "train", "test": "test"}, configs=("", "plain_text"))),
-    Dataset("owt", "OpenWebText", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="none",
-            eval_split="validation", splits=_owt_splits, find=_find_owt,
-            layout="openwebtext/urlsf_subset*.xz (the extracted openwebtext.tar.xz), or a folder of .txt, "
-                   ".jsonl or .parquet files with a 'text' field",
-            clean=owt_clean,
-            hf=HFCache(("openwebtext", "Skylion007___openwebtext"), "plain_text", "openwebtext",
-                       "Skylion007/openwebtext", "text"),
-            hf_parts={"all": "train"}),
-    Dataset("text8", "text8", tokenizer="text8", seq_len=256, packing="chunk", detokenizer="none",
-            eval_split="test",
-            splits=lambda cfg: {s: Selection("all", "tokens", a, b) for s, (a, b) in TEXT8_SPLITS.items()},
-            find=_find_text8, layout="text8.zip (or the extracted text8 file)",
-            url="http://mattmahoney.net/dc/text8.zip", url_file="text8.zip"),
+for _dataset in (
+    PaperDataset("lm1b", "LM1B (One Billion Words)", tokenizer="bert-base-uncased", seq_len=128, packing="pad",
+                 detokenizer="lm1b", eval_split="test", splits=_whole_parts("train", "test"), find=_find_lm1b,
+                 layout="1-billion-word-language-modeling-benchmark-r13output/{training-monolingual.tokenized."
+                        "shuffled/news.en-000??-of-00100, heldout-monolingual.tokenized.shuffled/"
+                        "news.en.heldout-000??-of-00050}",
+                 # tfds / HF: every line stripped; test = all 50 heldout files (306,688 sentences).
+                 clean=str.strip,
+                 hf=HFCache(("lm1b",), "plain_text", "lm1b", "lm1b", "text"),
+                 hf_parts={"train": "train", "test": "test"},
+                 tfds=TfdsName("lm1b", ("text",), {"train": "train", "test": "test"}, configs=("", "plain_text"))),
+    PaperDataset("owt", "OpenWebText", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="none",
+                 eval_split="validation", splits=_owt_splits, find=_find_owt,
+                 layout="openwebtext/urlsf_subset*.xz (the extracted openwebtext.tar.xz), or a folder of .txt, "
+                        ".jsonl or .parquet files with a 'text' field",
+                 clean=owt_clean,
+                 hf=HFCache(("openwebtext", "Skylion007___openwebtext"), "plain_text", "openwebtext",
+                            "Skylion007/openwebtext", "text"),
+                 hf_parts={"all": "train"}),
+    PaperDataset("text8", "text8", tokenizer="text8", seq_len=256, packing="chunk", detokenizer="none",
+                 eval_split="test",
+                 splits=lambda cfg: {s: Selection("all", "tokens", a, b) for s, (a, b) in TEXT8_SPLITS.items()},
+                 find=_find_text8, layout="text8.zip (or the extracted text8 file)",
+                 url="http://mattmahoney.net/dc/text8.zip", url_file="text8.zip"),
     _wikitext("wikitext2", "wikitext-2", "WikiText-2", "wikitext-2-raw-v1"),
     _wikitext("wikitext103", "wikitext-103", "WikiText-103", "wikitext-103-raw-v1"),
-    Dataset("ptb", "Penn Treebank", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="ptb",
-            eval_split="validation", splits=_whole_parts("train", "validation", "test"),
-            find=_files_finder("lines", ("simple-examples/data", "data"),
-                               {"train": ("ptb.train.txt",), "validation": ("ptb.valid.txt",),
-                                "test": ("ptb.test.txt",)}),
-            layout="ptb/ptb.{train,valid,test}.txt (one sentence per line)", clean=str.strip,
-            hf=HFCache(("ptb_text_only", "ptb-text-only___ptb_text_only"), "penn_treebank", "ptb_text_only",
-                       "ptb-text-only/ptb_text_only", "sentence"),
-            hf_parts={"train": "train", "validation": "validation", "test": "test"}),
-    Dataset("lambada", "LAMBADA", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="lambada",
-            eval_split="test", splits=_whole_parts("test"),
-            find=_files_finder("lines", ("lambada",), {"test": ("lambada_test.jsonl", "lambada_test_plain_text.txt")},
-                               field="text", file_part="test"),
-            layout="lambada/lambada_test.jsonl (OpenAI's, a 'text' field) or lambada_test_plain_text.txt",
-            url="https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",
-            # Not tfds's `lambada`: that is the original plain-text release, not OpenAI's text the
-            # paper evaluates on.
-            url_file="lambada_test.jsonl"),
-    Dataset("ag_news", "AG News", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="wikitext+lm1b",
-            eval_split="test", splits=_whole_parts("train", "test"),
-            find=_files_finder("ag_news_csv", ("ag_news_csv",),
-                               {"train": ("train.csv", "train.jsonl"), "test": ("test.csv", "test.jsonl")},
-                               field="text"),
-            layout="ag_news_csv/{train,test}.csv (class, title, description) or {train,test}.jsonl with 'text'",
-            hf=HFCache(("ag_news", "fancyzhx___ag_news"), "default", "ag_news", "fancyzhx/ag_news", "text"),
-            hf_parts={"train": "train", "test": "test"},
-            tfds=TfdsName("ag_news_subset", ("title", "description"), {"train": "train", "test": "test"})),
+    PaperDataset("ptb", "Penn Treebank", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="ptb",
+                 eval_split="validation", splits=_whole_parts("train", "validation", "test"),
+                 find=_files_finder("lines", ("simple-examples/data", "data"),
+                                    {"train": ("ptb.train.txt",), "validation": ("ptb.valid.txt",),
+                                     "test": ("ptb.test.txt",)}),
+                 layout="ptb/ptb.{train,valid,test}.txt (one sentence per line)", clean=str.strip,
+                 hf=HFCache(("ptb_text_only", "ptb-text-only___ptb_text_only"), "penn_treebank", "ptb_text_only",
+                            "ptb-text-only/ptb_text_only", "sentence"),
+                 hf_parts={"train": "train", "validation": "validation", "test": "test"}),
+    PaperDataset("lambada", "LAMBADA", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="lambada",
+                 eval_split="test", splits=_whole_parts("test"),
+                 find=_files_finder("lines", ("lambada",),
+                                    {"test": ("lambada_test.jsonl", "lambada_test_plain_text.txt")},
+                                    field="text", file_part="test"),
+                 layout="lambada/lambada_test.jsonl (OpenAI's, a 'text' field) or lambada_test_plain_text.txt",
+                 url="https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",
+                 # Not tfds's `lambada`: that is the original plain-text release, not OpenAI's text the
+                 # paper evaluates on.
+                 url_file="lambada_test.jsonl"),
+    PaperDataset("ag_news", "AG News", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="wikitext+lm1b",
+                 eval_split="test", splits=_whole_parts("train", "test"),
+                 find=_files_finder("ag_news_csv", ("ag_news_csv",),
+                                    {"train": ("train.csv", "train.jsonl"), "test": ("test.csv", "test.jsonl")},
+                                    field="text"),
+                 layout="ag_news_csv/{train,test}.csv (class, title, description) or {train,test}.jsonl with 'text'",
+                 hf=HFCache(("ag_news", "fancyzhx___ag_news"), "default", "ag_news", "fancyzhx/ag_news", "text"),
+                 hf_parts={"train": "train", "test": "test"},
+                 tfds=TfdsName("ag_news_subset", ("title", "description"), {"train": "train", "test": "test"})),
     _scientific("pubmed", "pubmed", "PubMed (scientific_papers)"),
     _scientific("arxiv", "arxiv", "arXiv (scientific_papers)"),
-]}
-
-
-def get_dataset(name: str) -> Dataset:
-    """The dataset registered as ``name``."""
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
-    return DATASETS[name]
+):
+    register_dataset(_dataset)

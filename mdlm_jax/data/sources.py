@@ -1,4 +1,5 @@
-"""Text sources: documents as lists of strings, and the deterministic train/validation split.
+"""Text sources: documents as lists of strings, the deterministic train/validation split, and the
+two datasets built on them: 'embedded' (Python's help texts) and 'files' (``data.files``).
 
 The user's own files (``text_files``) are refused when they look binary or hold no text, and
 their invalid UTF-8 is reported per file or refused (``data.invalid_utf8``).
@@ -6,6 +7,7 @@ their invalid UTF-8 is reported per file or refused (``data.invalid_utf8``).
 
 from __future__ import annotations
 
+import abc
 import glob
 import gzip
 import json
@@ -14,6 +16,8 @@ import math
 import os
 import re
 from typing import Iterable, NamedTuple
+
+from mdlm_jax.data.registry import DocumentDataset, register_dataset
 
 SPLITS = ("train", "validation")
 INVALID_UTF8_MODES = ("warn", "error")
@@ -120,6 +124,11 @@ def check_invalid_utf8(mode: str) -> str:
         raise ValueError(f"data.invalid_utf8 must be one of {INVALID_UTF8_MODES}; got {mode!r}. Use 'warn' to "
                          "replace invalid UTF-8 by U+FFFD and report it, or 'error' to refuse such files.")
     return mode
+
+
+def invalid_utf8_for(data_config) -> str:
+    """``data.invalid_utf8`` ('warn' when absent), checked to be 'warn' or 'error'."""
+    return check_invalid_utf8(getattr(data_config, "invalid_utf8", "warn"))
 
 
 def _check_not_binary(path: str, head: bytes) -> None:
@@ -243,8 +252,9 @@ def text_files(paths: Iterable[str], *, jsonl_field: str = "text", invalid_utf8:
     per line), either optionally gzipped.
 
     ``paths`` may hold comma-separated lists, globs and directories (``expand_paths``). Raises
-    ValueError naming the file for one that looks binary or holds no non-empty document. Invalid UTF-8 becomes U+FFFD with one warning per file
-    (``invalid_utf8='warn'``), or raises naming the file and byte (``'error'``). Empty
+    ValueError naming the file for one that looks binary or holds no non-empty document. Invalid UTF-8
+    becomes U+FFFD with one warning per file (``invalid_utf8='warn'``), or raises naming the file and
+    byte (``'error'``). Empty
     records of ``.jsonl`` files are skipped and counted in ``Corpus.skipped_empty``.
     """
     check_invalid_utf8(invalid_utf8)
@@ -280,3 +290,38 @@ def split_documents(documents: list[str], val_fraction: float, split: str) -> li
         raise ValueError(f"val_fraction {val_fraction} of {n} documents leaves no training documents; "
                          "add documents or lower data.val_fraction.")
     return list(documents[:n - n_val]) if split == "train" else list(documents[n - n_val:])
+
+
+class CorpusDataset(DocumentDataset):
+    """A corpus read whole, then split: validation is its last ``data.val_fraction`` of documents
+    (``split_documents``), train the rest."""
+
+    @abc.abstractmethod
+    def corpus(self, data_config) -> Corpus:
+        """All documents, before the split."""
+
+    def documents(self, data_config, split: str) -> list[str]:
+        return split_documents(self.corpus(data_config).documents, data_config.val_fraction, split)
+
+
+@register_dataset
+class EmbeddedCorpus(CorpusDataset):
+    """``embedded_corpus``: the quickstart's and the tests' data, on every machine."""
+
+    name, title = "embedded", "the embedded corpus (pydoc_data.topics)"
+
+    def corpus(self, data_config) -> Corpus:
+        return embedded_corpus()
+
+
+@register_dataset
+class OwnFiles(CorpusDataset):
+    """``text_files`` of ``data.files``, with ``data.jsonl_field``, ``data.txt_split`` and
+    ``data.invalid_utf8``."""
+
+    name, title = "files", "data.files"
+
+    def corpus(self, data_config) -> Corpus:
+        return text_files(data_config.files, jsonl_field=data_config.jsonl_field,
+                          invalid_utf8=invalid_utf8_for(data_config),
+                          txt_split=getattr(data_config, "txt_split", "blank_lines"))
