@@ -24,6 +24,7 @@ setup(
         "numpy>=1.26",
         "ml_dtypes>=0.4",  # bfloat16 numpy arrays (interop reads bfloat16 checkpoints)
         "tensorboardX>=2.6",
+        "tensorboard>=2.15",  # to view the event files: tensorboard --logdir=WORKDIR/tb
         "tqdm>=4.66",
         "tokenizers>=0.20",
         "pyarrow>=14",  # OpenWebText / zero-shot sets as parquet

@@ -45,7 +45,13 @@ def default_config() -> ml_collections.ConfigDict:
     ))
 
     c.diffusion = ml_collections.ConfigDict(dict(
-        parameterization="subs",  # the objective (mdlm_jax.objectives): 'subs' (MDLM) or 'ar' (causal baseline)
+        # the objective (mdlm_jax.objectives): 'subs' (MDLM), 'ar' (causal baseline), 'd3pm' (absorbing
+        # D3PM, discrete time: set num_steps), 'sedd' (score entropy; needs model.time_conditioning)
+        parameterization="subs",
+        subs_masking=False,    # d3pm only: -inf on the mask logit (zero masking) without carry-over (Table 8)
+        # d3pm only: the official training.importance_sampling / change_of_variables (BASELINES.md)
+        importance_sampling=False,
+        change_of_variables=False,
         schedule="loglinear",
         schedule_params=ml_collections.ConfigDict({"eps": 1e-3}),
         time_sampler="antithetic",  # 'uniform' | 'antithetic' (global batch) | 'sobol'
@@ -54,9 +60,9 @@ def default_config() -> ml_collections.ConfigDict:
     ))
 
     c.data = ml_collections.ConfigDict(dict(
-        # 'embedded' (pydoc_data.topics, no download), 'files', or a paper dataset (mdlm_jax.data.DATASETS):
-        # 'lm1b', 'owt', 'text8', and the zero-shot sets 'ptb', 'wikitext2', 'wikitext103', 'lambada',
-        # 'ag_news', 'pubmed', 'arxiv'
+        # any entry of mdlm_jax.data.DATASETS (register_dataset adds one): 'embedded' (pydoc_data.topics,
+        # no download), 'files', the paper datasets 'lm1b', 'owt', 'text8', and the zero-shot sets 'ptb',
+        # 'wikitext2', 'wikitext103', 'lambada', 'ag_news', 'pubmed', 'arxiv'
         source="embedded",
         # source == 'files': .txt / .jsonl (optionally .gz) files, globs or directories; on the command
         # line a comma-separated list (--config.data.files=a.txt,notes/,more/*.jsonl.gz)
@@ -98,15 +104,15 @@ def default_config() -> ml_collections.ConfigDict:
         steps=1_000_000,
         ema=0.9999,            # official warmup rule min(ema, (1 + n) / (10 + n)); 0 disables
         log_every=100,
-        eval_every=10_000,     # 0 disables evaluation during training
+        eval_every=10_000,     # the period of the evaluators in `evals` that set none; 0: never
         checkpoint_every=5_000,
         keep_checkpoints=3,    # keep the last N
         keep_period=0,         # and every step divisible by this forever (0: none)
         async_checkpoints=True,
         init_checkpoint="",    # fine-tune from these params when the workdir has no checkpoint
         preemption_check_every=10,  # multi-host: how often hosts agree on a SIGTERM
-        sample_at_end=False,   # print sample.num_samples samples when training finishes
-        peak_tflops=0.0,       # per device, for the logged MFU; 0 = the table in mdlm_jax/training/flops.py (n/a if unlisted)
+        sample_at_end=False,   # log sample.num_samples samples when training finishes
+        peak_tflops=0.0,       # per device, for the logged MFU; 0 = training/flops.py's table (n/a if unlisted)
     ))
 
     c.eval = ml_collections.ConfigDict(dict(
@@ -119,6 +125,16 @@ def default_config() -> ml_collections.ConfigDict:
         # its official detokenizer and the paper's split (WikiText-2 and -103 share one validation set)
         zero_shot_sets=("ptb", "wikitext2", "lm1b", "lambada", "ag_news", "pubmed", "arxiv"),
         zero_shot_paths="",    # 'ptb=/data/ptb,lambada=/data/lambada_test.jsonl': a set's data.path ('' = HF caches)
+    ))
+
+    # Evaluators during training (mdlm_jax/evals): each entry runs every `every` steps and at the last
+    # step (unset: train.eval_every; 0: off) and logs eval/... scalars; its `type` defaults to its name.
+    # A config adds one with c.evals.NAME = dict(type="bound", every=N, ...).
+    c.evals = ml_collections.ConfigDict(dict(
+        bound=dict(every=ml_collections.config_dict.placeholder(int)),  # validation NELBO: eval/nelbo, eval/ppl
+        samples=dict(every=0),  # `sample` settings -> workdir/samples/*.jsonl and TensorBoard text, with entropy
+        gen_ppl=dict(every=0, evaluator="", context=1024, batch_size=8),  # evaluator: a local HF GPT-2 dir
+        zero_shot=dict(every=0),  # eval.zero_shot_sets, as --mode=zero_shot
     ))
 
     c.sample = ml_collections.ConfigDict(dict(
@@ -158,7 +174,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
-OPEN_FIELDS = ("diffusion.schedule_params",)  # dicts whose keys depend on another field: taken whole
+# Dicts taken whole: their keys depend on another field (schedule_params) or on the config file (evals).
+OPEN_FIELDS = ("diffusion.schedule_params", "evals")
 
 
 def flatten(cfg) -> dict:
@@ -219,9 +236,10 @@ def validate(cfg, mode: str = "train") -> None:
     """Start-up checks of the values no later stage can recover from, each a ValueError naming the
     field and the fix; run before any compile. ``mode``: 'train', 'eval', 'zero_shot' or 'sample'
     (the sampler settings are checked where they will be used: sample mode, or
-    ``train.sample_at_end``)."""
+    ``train.sample_at_end``, or an evaluator that generates)."""
     from mdlm_jax import models, objectives  # pylint: disable=import-outside-toplevel
     from mdlm_jax.diffusion import process, schedules  # pylint: disable=import-outside-toplevel
+    from mdlm_jax.evals import registry  # pylint: disable=import-outside-toplevel
 
     t, o, e, m, d = cfg.train, cfg.optim, cfg.eval, cfg.model, cfg.diffusion
     _check(t.steps >= 1, f"train.steps must be >= 1 (got {t.steps}): the number of optimizer steps to train to.")
@@ -252,8 +270,16 @@ def validate(cfg, mode: str = "train") -> None:
     _check(d.time_sampler in process.TIME_SAMPLERS, f"Unknown diffusion.time_sampler {d.time_sampler!r}; "
            f"choose one of {list(process.TIME_SAMPLERS)}.")
     _check(d.num_steps >= 0, f"diffusion.num_steps must be >= 0 (0 = continuous time), got {d.num_steps}.")
+    for name in ("importance_sampling", "change_of_variables"):
+        _check(not d.get(name, False) or d.parameterization == "d3pm", f"diffusion.{name} is supported for "
+               f"diffusion.parameterization 'd3pm' (the official code refuses it for sedd), not "
+               f"{d.parameterization!r}: unset it.")
+    _check(not d.get("subs_masking", False) or d.parameterization == "d3pm", "diffusion.subs_masking is the d3pm "
+           f"ablation of zero masking; diffusion.parameterization {d.parameterization!r} has its own rule: unset it.")
     _check(0 <= d.sampling_eps < 1, f"diffusion.sampling_eps must lie in [0, 1), got {d.sampling_eps}.")
-    if mode == "sample" or (mode == "train" and t.sample_at_end):
+    registry.check(cfg)
+    generates = any(registry.entry_type(n, e) in ("samples", "gen_ppl") for n, e in registry.enabled(cfg).items())
+    if mode == "sample" or (mode == "train" and (t.sample_at_end or generates)):
         _validate_sampler(cfg, objectives.OBJECTIVES[d.parameterization])
 
 
@@ -262,10 +288,16 @@ def _validate_sampler(cfg, objective) -> None:
 
     c = cfg.sample
     where = "sample" if not cfg.train.sample_at_end else "sample (train.sample_at_end)"
+    _check(objective.predictors or c.predictor != "analytic", f"sample.predictor 'analytic' is SEDD's sampler for "
+           f"the diffusion objectives ('subs', 'sedd'); diffusion.parameterization {objective.name!r} samples "
+           "left to right: unset it.")
     _check(not objective.predictors or c.predictor in objective.predictors,
            f"Unknown {where}.predictor {c.predictor!r} for diffusion.parameterization {objective.name!r}; choose "
            f"one of {list(objective.predictors)}.")
     _check(c.temperature > 0, f"sample.temperature must be > 0, got {c.temperature}.")
+    _check((c.temperature == 1 and c.top_p == 1) or (c.predictor != "analytic" and objective.name != "d3pm"),
+           "sample.temperature and sample.top_p reshape SUBS probabilities; the analytic and d3pm samplers take "
+           "neither: leave them at 1.")
     _check(0 < c.top_p <= 1, f"sample.top_p must lie in (0, 1], got {c.top_p}.")
     _check(c.noise in sampling.NOISES, f"Unknown sample.noise {c.noise!r}; choose one of {list(sampling.NOISES)}.")
     _check(c.num_steps >= 1, f"sample.num_steps must be >= 1, got {c.num_steps}.")
@@ -298,6 +330,19 @@ def model_kwargs(cfg) -> dict:
     return dict(n_blocks=m.n_blocks, hidden_size=m.hidden_size, n_heads=m.n_heads, cond_dim=m.cond_dim,
                 mlp_ratio=m.mlp_ratio, dropout=m.dropout, time_conditioning=m.time_conditioning,
                 remat=m.remat, scan_blocks=m.scan_blocks, causal=bool(objective and objective.causal))
+
+
+def sibling_config(this_file: str, name: str):
+    """``get_config()`` of the config file ``name``.py beside ``this_file``: a config that differs
+    from another experiment's in a few fields starts from it (configs/ is not a package)."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(os.path.dirname(os.path.abspath(this_file)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_mdlm_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def apply_arg(cfg, arg: str | None):

@@ -15,6 +15,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 
 from mdlm_jax import data, parallel
+from mdlm_jax.evals import registry
 from mdlm_jax.training import optim, task as task_lib
 
 
@@ -56,7 +57,8 @@ def build(cfg, mode: str = "train") -> Experiment:
     mesh = parallel.make_mesh(cfg.mesh)
     if mode == "train":
         parallel.check_batch_size(cfg.train.batch_size, mesh, cfg.train.microbatches, name="train.batch_size")
-    if mode in ("eval", "zero_shot") or (mode == "train" and cfg.train.eval_every):
+    reads_batches = {registry.entry_type(n, e) for n, e in registry.enabled(cfg).items()} & {"bound", "zero_shot"}
+    if mode in ("eval", "zero_shot") or (mode == "train" and reads_batches):
         parallel.check_batch_size(cfg.eval.batch_size, mesh, name="eval.batch_size")
     tokenizer = data.tokenizer_for(cfg.data)
     vocab_size, mask_id = data.model_vocab(tokenizer)

@@ -20,10 +20,11 @@ from tests_util import REPO, load_config
 
 torch = pytest.importorskip("torch")
 
-from mdlm_jax import checkpoint, experiment, train  # noqa: E402
-from mdlm_jax.evals import evaluate
+from mdlm_jax import checkpoint, experiment  # noqa: E402
 from mdlm_jax.data import tokenizers  # noqa: E402
-from mdlm_jax.interop import cli, formats  # noqa: E402
+from mdlm_jax.evals import evaluate  # noqa: E402
+from mdlm_jax.interop import cli, formats, mappings, params as dit_params  # noqa: E402
+from mdlm_jax.training import train  # noqa: E402
 
 CONFIG = f"{REPO / 'configs' / 'quickstart.py'}:quick"
 OUT = {"lightning": "model.ckpt", "state_dict": "model.pt", "safetensors": "model.safetensors", "hf": "hf"}
@@ -407,6 +408,20 @@ def test_export_errors_name_the_problem(trained, capsys, tmp_path):
                 "--config.model.hidden_size=32")
     assert "need --config" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_layouts_are_keyed_by_model_name(trained, tmp_path):
+    """The CLI converts through the layout registered for model.name, and names a model without one."""
+    _, work, cfg, *_ = trained
+    assert mappings.mapping_for("dit").to_torch is dit_params.params_to_torch
+    other = cfg.copy_and_resolve_references()
+    other.model.name = "toy_unmapped_backbone"
+    with pytest.raises(ValueError, match=r"model.name 'toy_unmapped_backbone' has no PyTorch layout "
+                                         r"\(registered: \['dit'.*register_mapping"):
+        cli.export(str(work), str(tmp_path / "x.pt"), fmt="state_dict", cfg=other)
+    with pytest.raises(ValueError, match="already has a PyTorch mapping"):
+        mappings.register_mapping("dit", mappings.mapping_for("dit"))
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_module_entry_point(trained, tmp_path):

@@ -1,14 +1,20 @@
-"""The doors: an objective and a model registered from outside the package train, evaluate and
-sample through the same code as the built-in ones, without editing the package."""
+"""The doors: an objective, a model and a dataset registered from outside the package train,
+evaluate and sample through the same code as the built-in ones, without editing the package."""
+
+import json
+import os
+import re
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests_util import load_config
+from tests_util import REPO, load_config
 
-from mdlm_jax import checkpoint, config as config_lib, experiment, models, objectives
+from mdlm_jax import checkpoint, config as config_lib, data, experiment, models, objectives
 from mdlm_jax.evals import evaluate, sample
 from mdlm_jax.training import task as task_lib, train
 from mdlm_jax.diffusion import losses, sampling
@@ -106,3 +112,63 @@ def test_recorded_draws_replace_the_drawn_ones():
     drawn = task_lib.prepare(task, dict(input_ids=x0, attention_mask=jnp.ones((2, 6))), jax.random.key(0),
                              jax.random.key(9))
     assert not np.allclose(drawn["t"], t)
+
+
+def alphabet_run(rng):
+    """A stretch of the cyclic alphabet from a random letter: each letter follows from the last."""
+    start, length = rng.integers(26), rng.integers(20, 60)
+    return "".join(chr(ord("a") + (start + k) % 26) for k in range(length))
+
+
+@data.register_dataset
+class AlphabetRuns(data.DocumentDataset):
+    """300 training and 30 validation documents of ``alphabet_run``."""
+
+    name = "toy_alphabet_runs"
+
+    def documents(self, data_config, split):
+        rng = np.random.default_rng(["train", "validation"].index(split))
+        return [alphabet_run(rng) for _ in range(300 if split == "train" else 30)]
+
+
+def test_a_registered_dataset_trains_and_evaluates(tmp_path):
+    cfg = load_config("quickstart", "quick")
+    cfg.data.update(source="toy_alphabet_runs", cache_dir=str(tmp_path / "cache"))
+    cfg.train.update(steps=40, eval_every=40, checkpoint_every=40, log_every=10)
+    cfg.optim.update(lr=3e-3, warmup_steps=0)
+    cfg.eval.max_batches = -1
+    config_lib.validate(cfg, "train")
+    s = experiment.build(cfg)
+    batch = next(data.make_train_iterator(cfg.data, global_batch_size=cfg.train.batch_size, seed=cfg.seed))
+    assert set(np.unique(batch["input_ids"])) <= set(range(ord("a"), ord("z") + 1)) | {256, 257}  # letters, BOS, EOS
+    before = evaluate.evaluate(s, task_lib.init_state(s.task, s.optimizer, s.mesh, s.shardings, cfg.seed,
+                                                      cfg.data.seq_len))
+    after = train.train_and_evaluate(cfg, str(tmp_path / "work"), s=s)
+    # The whole validation split was scored: its documents, each + EOS, cut into pieces of L - 2.
+    stream = sum(len(d) + 1 for d in AlphabetRuns().documents(cfg.data, "validation"))
+    assert after["tokens"] == before["tokens"] == stream // (cfg.data.seq_len - 2) * cfg.data.seq_len
+    assert np.isfinite(after["nelbo"]) and after["nelbo"] < 0.8 * before["nelbo"], (before, after)  # it learned
+    assert os.listdir(cfg.data.cache_dir) == ["toy_alphabet_runs"]  # tokenized into the one token cache
+
+
+def test_plugins_imported_by_a_config_file_train_and_evaluate_through_main(tmp_path):
+    """The user's path: a config file imports their module, which registers a dataset, an objective,
+    a backbone and an evaluator; ``python -m mdlm_jax.main`` trains and evaluates them unedited."""
+    config = REPO / "tests" / "plugins" / "toy_plugin_config.py"
+    work = tmp_path / "work"
+
+    def main(*flags):
+        out = subprocess.run([sys.executable, "-m", "mdlm_jax.main", f"--config={config}", f"--workdir={work}",
+                              f"--config.data.cache_dir={tmp_path / 'cache'}", *flags],
+                             capture_output=True, text=True, timeout=900, cwd=REPO)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stderr
+
+    log = main()
+    assert "Training a plugin_mean_mixer model (objective 'plugin_fixed_rate_mlm')" in log
+    assert "evaluators: accuracy every 2, bound every 3" in log
+    assert re.search(r"step 6 \| eval/nelbo \d", log) and "eval/accuracy/step 6" in log
+    steps = [json.loads(line)["step"] for line in (work / "plugin_eval.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+    main("--mode=eval")
+    assert json.loads((work / "eval_step_6.json").read_text())["tokens"] > 0

@@ -29,7 +29,8 @@ NOISES = ("exact", "float32")
 
 class SampleOutput(NamedTuple):
     """tokens: (B, L) int32 samples; nfe: () int32 denoiser calls; reveal_step: (B, L) int32, the
-    step at which each position was unmasked (0 for positions given in x_init)."""
+    1-based step at which each position was unmasked (0 for positions given in x_init); each
+    sampler says what its steps are, and ``semi_autoregressive`` numbers them across its blocks."""
 
     tokens: jax.Array
     nfe: jax.Array
@@ -143,7 +144,7 @@ def shaped_probs(logits, x, mask_id: int, temperature: float = 1.0, top_p: float
 def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_id: int,
            num_steps: int, predictor: str = "ddpm", eps: float = 1e-5, noise_removal: bool = True,
            temperature: float = 1.0, top_p: float = 1.0, noise: str = "exact",
-           time_conditioning: bool = False) -> SampleOutput:
+           time_conditioning: bool = False, parameterization: str = "subs") -> SampleOutput:
     """Ancestral sampling from x_init (all-mask for unconditional; fixed tokens are carried over).
 
     Grid t_k = linspace(1, eps, T + 1), dt = (1 - eps) / T; step k moves t_k -> t_k - dt and calls
@@ -157,8 +158,17 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
     ``noise`` picks the categorical noise (``categorical_noise``): 'exact' steps with
     ``unmask_step``, 'float32' with the official one-race ``reverse_step``.
     ``denoise_fn(x (B, L) int, sigma (B,)) -> logits (B, L, V)``.
+
+    ``parameterization='d3pm'`` (the absorbing D3PM baseline, official semantics): ``denoise_fn``
+    returns log p(x_0 | x_t) over all V (no carry-over, the mask column possibly > 0); each step
+    draws from ``reverse_probs`` of exp(log-probs) (the mask column overwritten by mc_s), and noise
+    removal rewrites every position with the argmax over all V, unmasked ones included.
     Shapes: x_init (B, L) int -> SampleOutput.
     """
+    check_choice(parameterization, ("subs", "d3pm"), "parameterization")
+    d3pm = parameterization == "d3pm"
+    if d3pm and (temperature != 1 or top_p != 1):
+        raise ValueError("temperature and top_p reshape SUBS probabilities; the d3pm sampler takes neither.")
     check_choice(predictor, ALL_PREDICTORS, "predictor")
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor {predictor!r} has no time grid: call sample_first_hitting(...) instead of "
@@ -179,6 +189,8 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
 
     def probs(x, t):
         sigma = schedule.sigma(jnp.full((batch,), t))
+        if d3pm:
+            return jnp.exp(denoise_fn(x, sigma).astype(jnp.float32))
         return shaped_probs(denoise_fn(x, sigma), x, mask_id, temperature, top_p)
 
     def body(i, carry):
@@ -193,7 +205,7 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
             p_x0 = probs(x, t)
             nfe = nfe + 1
         mc_t, mc_s = move_chance(tb), move_chance(tb - dt)
-        if noise == "exact":
+        if noise == "exact" and not d3pm:
             x_next = unmask_step(x, p_x0, mc_t, mc_s, jax.random.fold_in(rng, i), mask_id)
         else:  # the official one-race step, to reproduce its float32 noise exactly
             race = categorical_noise(noise, jax.random.fold_in(rng, i), x.shape + (p_x0.shape[-1],))
@@ -211,9 +223,11 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
     x, _, _, nfe, reveal = jax.lax.fori_loop(0, num_steps, body, carry)
     if noise_removal:
         sigma = schedule.sigma(jnp.full((batch,), timesteps[-1]))
-        best = jnp.argmax(subs_log_probs(denoise_fn(x, sigma), x, mask_id), axis=-1)
-        reveal = jnp.where(x == mask_id, num_steps + 1, reveal)
-        x = jnp.where(x == mask_id, best.astype(x.dtype), x)
+        out = denoise_fn(x, sigma)
+        best = jnp.argmax(out if d3pm else subs_log_probs(out, x, mask_id), axis=-1).astype(x.dtype)
+        rewritten = jnp.ones_like(x, bool) if d3pm else x == mask_id
+        reveal = jnp.where(rewritten & (best != x), num_steps + 1, reveal)
+        x = jnp.where(rewritten, best, x)
         nfe = nfe + 1
     return SampleOutput(x, nfe, reveal)
 
@@ -303,24 +317,34 @@ def sample_ar(logits_fn: Callable, rng, x_init, *, mask_id: int, temperature: fl
 
 
 def semi_autoregressive(sample_block: Callable, rng, x_init, *, stride: int, num_strides: int,
-                        mask_id: int) -> SampleOutput:
+                        mask_id: int, on_block: Callable | None = None) -> SampleOutput:
     """Generation beyond the model length (official ``sample_subs_guidance``).
 
     ``sample_block(rng, x_init (B, L)) -> SampleOutput`` samples one block. After the first block,
     the last ``L - stride`` tokens become the fixed prefix of the next block and ``stride`` new
     positions are generated, ``num_strides`` times: the result has L + num_strides * stride tokens
-    and no committed token ever changes. Shapes: x_init (B, L) -> SampleOutput (B, L + n * stride).
+    and no committed token ever changes. Step numbers run on across blocks: a block's reveal steps
+    are offset by the largest step committed before it (over the whole batch), so every step of
+    block k exceeds every step of blocks 0..k-1 and 0 still marks given tokens. ``nfe`` sums the
+    blocks'. ``on_block(k, out)``, if given, is called on the host after block k (0 .. num_strides)
+    with the output so far (tokens, nfe and reveal_step of blocks 0..k).
+    Shapes: x_init (B, L) -> SampleOutput (B, L + n * stride).
     """
     length = x_init.shape[1]
     if not 0 < stride <= length:
         raise ValueError(f"stride must lie in [1, {length}] (the block length), got {stride}.")
     out = sample_block(jax.random.fold_in(rng, 0), x_init)
+    if on_block is not None:
+        on_block(0, out)
     tokens, nfe, reveal = out.tokens, out.nfe, out.reveal_step
     new = jnp.full((x_init.shape[0], stride), mask_id, tokens.dtype)
     for i in range(1, num_strides + 1):
         block = jnp.concatenate([tokens[:, tokens.shape[1] - (length - stride):], new], axis=1)
         out = sample_block(jax.random.fold_in(rng, i), block)
+        steps = out.reveal_step[:, -stride:]
         tokens = jnp.concatenate([tokens, out.tokens[:, -stride:]], axis=1)
-        reveal = jnp.concatenate([reveal, out.reveal_step[:, -stride:]], axis=1)
+        reveal = jnp.concatenate([reveal, jnp.where(steps > 0, steps + reveal.max(), 0)], axis=1)
         nfe = nfe + out.nfe
+        if on_block is not None:
+            on_block(i, SampleOutput(tokens, nfe, reveal))
     return SampleOutput(tokens, nfe, reveal)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Callable
 
 import jax
 import numpy as np
@@ -11,6 +12,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from mdlm_jax import data, parallel
+from mdlm_jax.evals import registry
 from mdlm_jax.training import task as task_lib
 
 
@@ -32,19 +34,22 @@ def ratio_estimate(row_loss, row_tokens) -> tuple[float, float]:
     return float(r), float(se)
 
 
-def evaluate(s, state, *, step: int | None = None, batches=None, name: str = "eval") -> dict:
+def evaluate(s, state, *, step: int | None = None, batches=None, name: str = "eval",
+             stop: Callable[[int], bool] | None = None) -> dict:
     """PPL bound = exp(sum of per-token NELBO / number of tokens) over the validation split.
 
     Continuous time unless ``diffusion.num_steps`` > 0; ``eval.num_t`` independent time samples
     per sequence (averaged; 1 is the paper's protocol) with the configured time sampler; EMA
     weights unless ``eval.use_ema`` is False (``state``: a TrainState or ``task.Weights``); the
     eval stream of seed ``eval.seed`` so that bounds are comparable across checkpoints. For the AR
-    model this is the exact NLL. Returns nelbo (nats/token) with its standard error, ppl, bpd, tokens.
+    model this is the exact NLL. Returns nelbo (nats/token) with its standard error, ppl, bits_per_token
+    (nelbo / ln 2; per token of the model's tokenizer, not per byte), tokens.
 
     ``batches``: a finite, re-iterable sequence (with ``len``) of this process's slices of global
     batches ``{'input_ids', 'attention_mask'}`` of shape (eval.batch_size / processes, L); by default
     ``data.make_eval_batches`` of ``cfg.data`` (zero-shot evaluation passes other datasets'). ``name``
-    labels the progress bar and log line.
+    labels the progress bar and log line. ``stop(i)`` is polled before batch i (every process in
+    step); when it is true the evaluation raises ``registry.Interrupted``.
     """
     cfg = s.cfg
     params = state.ema_params if cfg.eval.use_ema else state.params
@@ -63,13 +68,16 @@ def evaluate(s, state, *, step: int | None = None, batches=None, name: str = "ev
                                                 disable=jax.process_index() != 0, leave=False)):
                 if i >= num_batches:
                     break
+                if stop is not None and stop(r * num_batches + i):
+                    raise registry.Interrupted(f"{name} interrupted at batch {i} of pass {r + 1}")
                 out = fn(params, parallel.make_global_batch(batch, s.batch_sharding),
                          jax.random.fold_in(key, r * num_batches + i))
                 rows.append(_gather(out))
             losses.append(np.concatenate([x["loss"] for x in rows]))
             tokens = np.concatenate([x["tokens"] for x in rows])
     nelbo, se = ratio_estimate(np.mean(losses, axis=0), tokens)
-    out = dict(nelbo=nelbo, nelbo_se=se, ppl=math.exp(nelbo), bpd=nelbo / math.log(2), tokens=float(tokens.sum()),
+    out = dict(nelbo=nelbo, nelbo_se=se, ppl=math.exp(nelbo), bits_per_token=nelbo / math.log(2),
+               tokens=float(tokens.sum()),
                sequences=int((tokens > 0).sum()), num_t=passes)
     logging.info("%s%s: %s", name, f" at step {step}" if step is not None else "",
                  ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in out.items()))
@@ -81,3 +89,20 @@ def _gather(out: dict) -> dict:
     if jax.process_count() == 1:
         return jax.device_get(out)
     return multihost_utils.process_allgather(out, tiled=True)
+
+
+@registry.register_evaluator("bound")
+class Bound(registry.Evaluator):
+    """The NELBO bound (or the AR NLL) on the validation split: ``eval/nelbo``, ``eval/ppl``... The
+    batches are built when the run starts, so a missing split fails before the first step."""
+
+    def __init__(self, name, entry, exp, workdir):
+        super().__init__(name, entry, exp, workdir)
+        self.batches = data.make_eval_batches(exp.cfg.data, global_batch_size=exp.cfg.eval.batch_size,
+                                              process_index=jax.process_index(), process_count=jax.process_count())
+        self.prefix = "eval" if name == "bound" else f"eval/{name}"
+
+    def run(self, state, step, *, stop=None, writer=None):
+        self.metrics = evaluate(self.exp, state, step=step, batches=self.batches, stop=stop,
+                                name="eval" if self.name == "bound" else self.name)
+        return {f"{self.prefix}/{k}": v for k, v in self.metrics.items()}

@@ -31,7 +31,7 @@ import ml_collections
 from etils import epath
 
 from mdlm_jax import data, parallel
-from mdlm_jax.evals import evaluate
+from mdlm_jax.evals import evaluate, registry
 
 # The paper's column order. WikiText-2 and WikiText-103 share their validation (and test) set, so
 # both stand for the paper's single "WikiText" column.
@@ -111,8 +111,8 @@ def data_config_for(data_config, name: str, path: str = "") -> ml_collections.Co
 
 
 def _fix_flag(name: str) -> str:
-    layout_root = re.split(r"[/ ]", data.DATASETS[name].layout)[0]
-    return f"--config.eval.zero_shot_paths={name}=/path/to/{layout_root}"
+    layout = getattr(data.DATASETS[name], "layout", "")  # a registered document dataset has none
+    return f"--config.eval.zero_shot_paths={name}=/path/to/{re.split(r'[/ ]', layout)[0] or name}"
 
 
 def _in_zero_shot_terms(message: str, name: str) -> str:
@@ -121,12 +121,13 @@ def _in_zero_shot_terms(message: str, name: str) -> str:
             .replace("data.path", f"eval.zero_shot_paths[{name}]"))
 
 
-def run(s, state, *, step: int | None = None, workdir: str | None = None) -> dict:
+def run(s, state, *, step: int | None = None, workdir: str | None = None, stop=None) -> dict:
     """Evaluates ``state`` on every set of ``eval.zero_shot_sets``; returns the results
     (``sets``: per set its status 'ok' with evaluate's metrics, or 'missing' / 'error' with the
     reason and the fix) with the printed ``report``, and writes ``workdir/zero_shot.json`` (process 0).
 
-    Raises NoZeroShotData (after writing the JSON) when no set could be read.
+    Raises NoZeroShotData (after writing the JSON) when no set could be read. ``stop``: as in
+    ``evaluate.evaluate`` (polled between batches).
     """
     objective = s.task.objective
     cfg = s.cfg
@@ -156,7 +157,7 @@ def run(s, state, *, step: int | None = None, workdir: str | None = None) -> dic
             logging.warning("zero-shot: %s (%s) is %s; fix with %s. %s", entry["title"], name, status, fix, reason)
             sets[name] = dict(entry, status=status, reason=reason, fix=fix)
             continue
-        metrics = evaluate.evaluate(s, state, step=step, batches=batches, name=f"zero-shot {name}")
+        metrics = evaluate.evaluate(s, state, step=step, batches=batches, name=f"zero-shot {name}", stop=stop)
         sets[name] = dict(entry, status="ok", **metrics)
     result = dict(
         step=step, model=_PAPER_ROWS.get(objective.name, objective.name), bound=objective.bound, order=names,
@@ -223,3 +224,21 @@ def format_report(result: dict) -> str:
             fix = "" if v["fix"].split("=/")[0] in v["reason"] else f" Fix: {v['fix']}."
             lines.append(f"{v['title']} ({name}) {v['status'].upper()}: {v['reason']}{fix}")
     return "\n".join(lines)
+
+
+@registry.register_evaluator("zero_shot")
+class ZeroShot(registry.Evaluator):
+    """``eval.zero_shot_sets`` during training: ``eval/zero_shot/<set>/ppl`` for every readable set
+    (a missing set is a warning, as in ``--mode=zero_shot``); the table goes to the log and
+    ``workdir/zero_shot.json``."""
+
+    def run(self, state, step, *, stop=None, writer=None):
+        try:
+            result = run(self.exp, state, step=step, workdir=self.workdir, stop=stop)
+        except NoZeroShotData as e:
+            logging.warning("%s", e)
+            return {}
+        if jax.process_index() == 0:
+            logging.info("%s", result["report"])
+        return {f"eval/{self.name}/{n}/{k}": v[k] for n, v in result["sets"].items() if v["status"] == "ok"
+                for k in ("ppl", "nelbo")}

@@ -38,12 +38,10 @@ from absl import flags
 from etils import epath
 from ml_collections import config_flags
 
-from mdlm_jax import checkpoint, config as config_lib, data, experiment
-from mdlm_jax.training import task as task_lib
+from mdlm_jax import checkpoint, config as config_lib, data, experiment, models, objectives
 from mdlm_jax.experiment import Experiment
-from mdlm_jax.interop import formats
-from mdlm_jax.interop.params import check_params, params_from_torch, params_to_torch
-from mdlm_jax.models import DiT
+from mdlm_jax.interop import formats, mappings
+from mdlm_jax.training import task as task_lib
 
 FORMATS = ("lightning", "state_dict", "safetensors", "hf")
 
@@ -61,9 +59,11 @@ def _check_out(out: str, fmt: str) -> None:
         raise ValueError(f"--out for hf is a directory; {out!r} is a file.")
 
 
-def _model_from_config(cfg, vocab_size: int) -> DiT:
+def _model_from_config(cfg, vocab_size: int):
+    """The backbone ``model.name`` builds for this vocabulary (causal as its objective needs)."""
     try:
-        return DiT(vocab_size=vocab_size, **config_lib.model_kwargs(cfg))
+        causal = objectives.OBJECTIVES[cfg.diffusion.parameterization].causal
+        return models.get_model(cfg, vocab_size=vocab_size, causal=causal)
     except (AttributeError, KeyError) as e:
         raise ValueError(f"The config lacks a model field ({e}); pass --config.") from e
 
@@ -108,6 +108,7 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
         if saved_config is None:
             raise ValueError(f"Step {step} in {workdir} has no saved config; pass --config.")
         cfg, _ = config_lib.from_saved(saved_config)  # fields added since the save take their defaults
+    mapping = mappings.mapping_for(cfg.model.name)
     embedding = arrays[keys[0]].get("vocab_embed") if isinstance(arrays[keys[0]], dict) else None
     if embedding is None:
         raise ValueError(f"Step {step} in {workdir} holds no DiT parameters (no 'vocab_embed').")
@@ -115,8 +116,8 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
     sds = {}
     for key in keys:  # one tree converted (and freed) at a time
         tree = arrays.pop(key)
-        check_params(tree, model, f"'{key}' of step {step} in {workdir}")
-        sds[key] = params_to_torch(tree, model)
+        mapping.check(tree, model, f"'{key}' of step {step} in {workdir}")
+        sds[key] = mapping.to_torch(tree, model)
         del tree
     sd = sds[weights_key]
     written = [out]
@@ -185,10 +186,11 @@ def import_checkpoint(source: str, cfg, workdir: str, *, use_ema: bool = True) -
     start = time.perf_counter()
     if _has_steps(workdir):
         raise ValueError(f"{workdir} already holds checkpoints; import into a new workdir.")
+    mapping = mappings.mapping_for(cfg.model.name)
     s = experiment.build(cfg)
     sd, meta = formats.load_any(source, s.task.model, prefer_ema=use_ema)
     _check_vocab(sd, meta, s, source)
-    params = params_from_torch(sd, s.task.model)
+    params = mapping.from_torch(sd, s.task.model)
     del sd
     state = _state_from_params(s, params)
     del params

@@ -5,17 +5,25 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import shutil
 import tempfile
 import time
 
 import jax
+import numpy as np
+from etils import epath
+from tensorboardX import summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto import event_pb2
 
 
 class MetricsWriter:
-    """Logs step, loss, steps/s, tokens/s, MFU and ETA; writes scalars to ``workdir/tb``.
+    """Logs step, loss, steps/s, tokens/s, MFU and ETA; writes TensorBoard events to ``workdir/tb``.
 
-    A ``gs://`` workdir gets its event files in a local temporary directory (tensorboardX writes
-    local files only); the path is logged.
+    Every write flushes, so a killed run loses at most one logging interval. Events are written
+    synchronously (tensorboardX's SummaryWriter hands them to a thread, and its flush can miss
+    the latest). A local workdir gets them in ``workdir/tb`` directly; any other (``gs://``) in a
+    local staging directory whose changed files each flush copies to ``workdir/tb`` through epath.
     """
 
     def __init__(self, workdir: str, *, total_steps: int, tokens_per_step: int, flops_per_step: float,
@@ -26,23 +34,52 @@ class MetricsWriter:
         self.flops_per_step = flops_per_step
         self.peak_flops = peak_flops
         self._last = None  # (time, step) of the previous training-scalar write
-        self._tb = None
+        self._events = None
+        self._staging = None  # the local directory of a non-local workdir's event files
+        self._copied: dict[str, int] = {}  # staged file -> size at its last copy (event files only grow)
         self.logdir = None
         if self.active:
-            from tensorboardX import SummaryWriter
-
-            self.logdir = os.path.join(workdir, "tb") if "://" not in workdir else tempfile.mkdtemp(prefix="mdlm_tb_")
-            self._tb = SummaryWriter(self.logdir)
+            self.logdir = str(epath.Path(workdir) / "tb")
+            if "://" in workdir:
+                epath.Path(self.logdir).mkdir(parents=True, exist_ok=True)
+                self._staging = tempfile.mkdtemp(prefix="mdlm_tb_")
+            else:
+                os.makedirs(self.logdir, exist_ok=True)
+            self._events = EventsWriter(os.path.join(self._staging or self.logdir, "events"))
             logging.info("TensorBoard event files: %s", self.logdir)
 
+    def _write(self, step: int, s) -> None:
+        self._events.write_event(event_pb2.Event(wall_time=time.time(), step=step, summary=s))
+
+    def _flush(self) -> None:
+        """Flushes the event file to disk; with a staging directory, copies its changed files to ``logdir``."""
+        self._events.flush()
+        if self._staging is None:
+            return
+        for name in sorted(os.listdir(self._staging)):
+            local = os.path.join(self._staging, name)
+            size = os.path.getsize(local)
+            if self._copied.get(name) != size:
+                # tensorboardX writes local files only, and object stores cannot append: the whole file goes.
+                with open(local, "rb") as f:
+                    (epath.Path(self.logdir) / name).write_bytes(f.read())
+                self._copied[name] = size
+
     def write_scalars(self, step: int, scalars: dict) -> None:
+        """Writes ``scalars`` (name -> number; an array value, the window's ``t``, as a histogram)
+        and flushes. Training scalars (no ``eval/`` name) also log the console line: loss,
+        grad_norm, lr and the rates since the previous write."""
         if not self.active:
             return
-        scalars = {k: float(v) for k, v in scalars.items()}
+        arrays = {k: np.asarray(v) for k, v in scalars.items() if np.ndim(v)}
+        scalars = {k: float(v) for k, v in scalars.items() if k not in arrays}
         for k, v in scalars.items():
-            self._tb.add_scalar(k, v, step)
+            self._write(step, summary.scalar(k, v))
+        for k, v in arrays.items():
+            self._write(step, summary.histogram(k, v, bins="auto"))
         if any(k.startswith("eval/") for k in scalars):
             logging.info("step %d | %s", step, " | ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
+            self._flush()
             return
         now = time.perf_counter()
         parts = [f"step {step}/{self.total_steps}", f"loss {scalars['loss']:.4f}",
@@ -53,22 +90,28 @@ class MetricsWriter:
             if self.peak_flops:
                 rates["mfu"] = steps_per_s * self.flops_per_step / self.peak_flops
             for k, v in rates.items():
-                self._tb.add_scalar(f"perf/{k}", v, step)
+                self._write(step, summary.scalar(f"perf/{k}", v))
             eta = datetime.timedelta(seconds=int((self.total_steps - step) / steps_per_s))
             parts += [f"{steps_per_s:.2f} steps/s", f"{rates['tokens_per_s']:,.0f} tok/s",
                       f"MFU {100 * rates['mfu']:.1f}%" if "mfu" in rates else "MFU n/a", f"ETA {eta}"]
         self._last = (now, step)
         logging.info(" | ".join(parts))
-        self._tb.flush()  # a killed run loses at most one logging interval of events
+        self._flush()
 
     def restart_clock(self, step: int) -> None:
         """The next steps/s counts from now: time spent since the last write (an evaluation) is not training."""
         self._last = (time.perf_counter(), step)
 
-    def write_text(self, tag: str, text: str) -> None:
+    def write_text(self, tag: str, text: str, step: int = 0) -> None:
         if self.active:
-            self._tb.add_text(tag, text, 0)
+            self._write(step, summary.text(tag, text))
+            self._flush()
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        if self._events is None:
+            return
+        self._flush()
+        self._events.close()
+        if self._staging is not None:
+            shutil.rmtree(self._staging)
+        self._events = None

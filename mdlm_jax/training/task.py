@@ -116,9 +116,10 @@ def token_losses(task: Task, params, ex: dict, *, train: bool, rng=None) -> loss
 
 
 def loss_sums(task: Task, params, ex: dict, *, train: bool, rng=None):
-    """(sum of per-token losses, number of loss tokens) over the examples in ``ex``."""
+    """(sum of per-token losses, (number of loss tokens, per-row loss sums (B,), per-row token
+    counts (B,))) over the examples in ``ex``: a value and aux for ``jax.value_and_grad``."""
     out = token_losses(task, params, ex, train=train, rng=rng)
-    return out.token_loss.sum(), out.num_tokens
+    return out.token_loss.sum(), (out.num_tokens, out.token_loss.sum(-1), out.weights.sum(-1))
 
 
 def _split_microbatches(ex: dict, m: int) -> dict:
@@ -127,25 +128,34 @@ def _split_microbatches(ex: dict, m: int) -> dict:
     return {k: jnp.swapaxes(v.reshape((v.shape[0] // m, m) + v.shape[1:]), 0, 1) for k, v in ex.items()}
 
 
+def _merge_microbatches(x):
+    """(m, B/m, ...) -> (B, ...), the inverse of ``_split_microbatches``: row j of microbatch i is row j*m + i."""
+    return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
+
+
 def train_step(state: TrainState, batch: dict, *, task: Task, optimizer: optax.GradientTransformation):
-    """One optimizer update on the global batch (gradient accumulation over microbatches)."""
+    """One optimizer update on the global batch (gradient accumulation over microbatches).
+
+    Metrics: loss, grad_norm, tokens, lr; row_loss / row_tokens (B,) each row's loss sum and loss
+    token count, in the batch's row order; t (B,) where the objective draws diffusion times."""
     cfg = task.cfg
     noise_rng, dropout_rng = step_keys(state.rng, state.step)
     ex = prepare(task, batch, noise_rng, rng_streams(state.rng).sobol, state.step * batch["input_ids"].shape[0])
     grad_fn = jax.value_and_grad(functools.partial(loss_sums, task, train=True), has_aux=True)
     m = cfg.train.microbatches
     if m == 1:
-        (loss_sum, tokens), grads = grad_fn(state.params, ex, rng=dropout_rng)
+        (loss_sum, (tokens, row_loss, row_tokens)), grads = grad_fn(state.params, ex, rng=dropout_rng)
     else:
         def body(carry, inputs):
             i, mb = inputs
-            (l, n), g = grad_fn(state.params, mb, rng=jax.random.fold_in(dropout_rng, i))
+            (l, (n, rl, rn)), g = grad_fn(state.params, mb, rng=jax.random.fold_in(dropout_rng, i))
             acc_l, acc_n, acc_g = carry
-            return (acc_l + l, acc_n + n, jax.tree_util.tree_map(jnp.add, acc_g, g)), None
+            return (acc_l + l, acc_n + n, jax.tree_util.tree_map(jnp.add, acc_g, g)), (rl, rn)
 
         zeros = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-        (loss_sum, tokens, grads), _ = jax.lax.scan(
+        (loss_sum, tokens, grads), rows = jax.lax.scan(
             body, (jnp.zeros(()), jnp.zeros(()), zeros), (jnp.arange(m), _split_microbatches(ex, m)))
+        row_loss, row_tokens = map(_merge_microbatches, rows)
     denom = jnp.maximum(tokens, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / denom, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -153,7 +163,8 @@ def train_step(state: TrainState, batch: dict, *, task: Task, optimizer: optax.G
     step = state.step + 1
     ema = optim.ema_update(state.ema_params, params, step, cfg.train.ema) if cfg.train.ema else params
     metrics = dict(loss=loss_sum / denom, grad_norm=optax.tree.norm(grads), tokens=tokens,
-                   lr=optim.learning_rate_schedule(cfg.optim)(state.step))
+                   lr=optim.learning_rate_schedule(cfg.optim)(state.step), row_loss=row_loss,
+                   row_tokens=row_tokens)
     if "t" in ex:
         metrics["t"] = ex["t"]  # (B,): the diffusion times drawn, for the loss-by-t diagnostic and tests
     return state.replace(step=step, params=params, opt_state=opt_state, ema_params=ema), metrics

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
-from mdlm_jax import checkpoint, data, parallel
-from mdlm_jax.evals import evaluate, sample
-from mdlm_jax.training import flops, task as task_lib
+from mdlm_jax import checkpoint, data, evals, parallel
+from mdlm_jax.evals import sample
+from mdlm_jax.training import flops, summary, task as task_lib
 from mdlm_jax.experiment import Experiment, build
 from mdlm_jax.training.metrics_writer import MetricsWriter
 
@@ -85,16 +87,30 @@ def _check_finite(pending: list, ckpt: checkpoint.Checkpointer) -> None:
 
 def _window_scalars(window: list) -> dict:
     """The logged training scalars of the steps since the last log line: loss and gradient norm
-    averaged over the window, the learning rate of its last step."""
+    averaged over the window, the learning rate of its last step. With diffusion times ``t``
+    also the loss by t, ``loss_by_t/0.0-0.1`` ...: sum(row_loss) / sum(row_tokens) over the
+    window's rows with t in each tenth of [0, 1] (bins without tokens left out), and ``t``, the
+    window's times (an array, written as a histogram)."""
     values = jax.device_get(window)
-    return dict(loss=float(np.mean([v["loss"] for v in values])),
-                grad_norm=float(np.mean([v["grad_norm"] for v in values])), lr=float(values[-1]["lr"]))
+    out = dict(loss=float(np.mean([v["loss"] for v in values])),
+               grad_norm=float(np.mean([v["grad_norm"] for v in values])), lr=float(values[-1]["lr"]))
+    if "t" not in values[0]:
+        return out
+    t, row_loss, row_tokens = (np.concatenate([v[k] for v in values]) for k in ("t", "row_loss", "row_tokens"))
+    n = 10
+    bins = np.minimum((t * n).astype(int), n - 1)  # t = 1 falls in the last bin
+    loss, tokens = (np.bincount(bins, weights=w, minlength=n) for w in (row_loss, row_tokens))
+    for i in np.flatnonzero(tokens):
+        out[f"loss_by_t/{i / n:.1f}-{(i + 1) / n:.1f}"] = float(loss[i] / tokens[i])
+    out["t"] = t
+    return out
 
 
 def _open_run(s: Experiment, workdir: str, ckpt: checkpoint.Checkpointer):
     """Everything a run reads before its first step, checked before anything compiles: the
-    state (restored or fresh), the train iterator at its saved position, and the validation
-    batches when evaluation is on. Problems are StartupErrors naming the fix."""
+    state (restored or fresh), the train iterator at its saved position, and the evaluators of
+    ``cfg.evals`` (each reads its data and checks its settings when built). Problems are
+    StartupErrors naming the fix."""
     cfg, t = s.cfg, s.cfg.train
     try:
         state, data_state = restore_or_init(s, ckpt)
@@ -102,35 +118,40 @@ def _open_run(s: Experiment, workdir: str, ckpt: checkpoint.Checkpointer):
                                               process_index=jax.process_index(), process_count=jax.process_count())
         if data_state is not None:
             train_iter.set_state(data_state)
-        eval_batches = None
-        if t.eval_every:
-            eval_batches = data.make_eval_batches(cfg.data, global_batch_size=cfg.eval.batch_size,
-                                                  process_index=jax.process_index(),
-                                                  process_count=jax.process_count())
+        evaluators = evals.make_evaluators(s, workdir)
     except (ValueError, FileNotFoundError) as e:
         raise StartupError(f"{e} (nothing was trained; train.eval_every=0 turns evaluation off)"
                            if "split" in str(e) else str(e)) from e
-    return state, train_iter, eval_batches
+    return state, train_iter, evaluators
+
+
+def _compile_step(s: Experiment, state, batch):
+    """The train step compiled ahead of the first step, with its time and memory logged."""
+    start = time.perf_counter()
+    compiled = s.train_step.lower(state, batch).compile()
+    logging.info("Compiled the train step in %.1f s; %s", time.perf_counter() - start,
+                 summary.memory_line(compiled))
+    return compiled
 
 
 def train_and_evaluate(cfg, workdir: str, s: Experiment | None = None) -> dict:
     """Trains to ``cfg.train.steps`` (resuming if the workdir has a checkpoint); returns the last
     eval metrics (empty if none ran). ``s``: the run's ``experiment.build(cfg)`` if already built.
 
-    Each step that is due for a checkpoint is saved before it is evaluated, so an evaluation that
-    fails or is preempted loses no training. ``train.log_every``, ``eval_every`` and
-    ``checkpoint_every`` of 0 turn logging, evaluation and periodic saving off (the last step and a
+    The evaluators of ``cfg.evals`` run at their periods; a step that is evaluated is saved
+    first, so an evaluation that fails or is interrupted by SIGTERM (which saves and exits) loses
+    no training. ``train.log_every``, ``eval_every`` and ``checkpoint_every`` of 0 turn logging,
+    the evaluators without a period of their own and periodic saving off (the last step and a
     preemption are still saved)."""
     s = s or build(cfg)
     t = cfg.train
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=t.keep_checkpoints, keep_period=t.keep_period or None,
                                    async_save=t.async_checkpoints)
     try:
-        state, train_iter, eval_batches = _open_run(s, workdir, ckpt)
+        state, train_iter, evaluators = _open_run(s, workdir, ckpt)
     except StartupError:
         ckpt.close()
         raise
-    step_fn = s.train_step
     tokens_per_step = t.batch_size * cfg.data.seq_len
     m = s.task.model
     counted = all(hasattr(m, f) for f in ("n_blocks", "hidden_size", "mlp_ratio"))  # the DiT's FLOP count
@@ -145,32 +166,49 @@ def train_and_evaluate(cfg, workdir: str, s: Experiment | None = None) -> dict:
     eval_metrics: dict = {}
     pending: list = []  # (step, metrics) not yet checked for NaN
     window: list = []   # metrics since the last log line
-    num_params = sum(x.size for x in jax.tree_util.tree_leaves(s.abstract_state.params))
-    logging.info("Training a %s model (%s parameters, objective %r) from step %d to %d on %d devices "
-                 "(%d processes), mesh %s; compiling the train step first", cfg.model.name, f"{num_params:,}",
-                 cfg.diffusion.parameterization, start, t.steps, jax.device_count(), jax.process_count(),
-                 dict(s.mesh.shape))
+    if jax.process_index() == 0:
+        logging.info("Training a %s model (objective %r) from step %d to %d on %d devices (%d processes), mesh %s; "
+                     "evaluators: %s", cfg.model.name, cfg.diffusion.parameterization, start, t.steps,
+                     jax.device_count(), jax.process_count(), dict(s.mesh.shape),
+                     ", ".join(f"{e.name} every {every}" for e, every in evaluators) or "none")
+        for line in summary.param_overview(s.abstract_state.params):
+            logging.info("%s", line)
     try:
         with jax.set_mesh(s.mesh):
+            step_fn = None
             for step in range(start + 1, t.steps + 1):
                 batch = parallel.make_global_batch(next(train_iter), s.batch_sharding)
+                if step_fn is None:
+                    step_fn = _compile_step(s, state, batch)
+                    writer.restart_clock(start)
                 state, metrics = step_fn(state, batch)
                 pending.append((step, metrics))
                 window.append(metrics)
                 preempted = guard.should_stop(step)
                 last = step == t.steps or preempted
+                due = [] if preempted else [e for e, every in evaluators if evals.registry.due(every, step, t.steps)]
                 if (t.log_every and step % t.log_every == 0) or last:
                     _check_finite(pending, ckpt)
                     writer.write_scalars(step, _window_scalars(window))
                     pending, window = [], []
-                if (t.checkpoint_every and step % t.checkpoint_every == 0) or last:
+                if (t.checkpoint_every and step % t.checkpoint_every == 0) or last or due:
+                    # A step that is evaluated is saved first: an evaluation that fails or is
+                    # interrupted loses no training.
                     _check_finite(pending, ckpt)
                     pending = []
                     ckpt.save(step, state, data_state=train_iter.get_state(), config=cfg.to_dict(), force=True)
                     logging.info("Saving checkpoint step %d in %s", step, ckpt.directory)
-                if t.eval_every and (step % t.eval_every == 0 or step == t.steps) and not preempted:
-                    eval_metrics = evaluate.evaluate(s, state, step=step, batches=eval_batches)
-                    writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+                for evaluator in due:
+                    try:
+                        scalars = evaluator.run(state, step, stop=guard.should_stop, writer=writer)
+                    except evals.Interrupted as e:
+                        logging.warning("SIGTERM during evaluation (%s): step %d is saved; exiting.", e, step)
+                        preempted = True
+                        break
+                    writer.write_scalars(step, scalars)
+                    if evaluator.name == "bound":
+                        eval_metrics = evaluator.metrics
+                if due:
                     writer.restart_clock(step)  # steps/s counts training steps only
                 if preempted:
                     logging.warning("Preempted: saved step %d; exiting.", step)
@@ -183,6 +221,8 @@ def train_and_evaluate(cfg, workdir: str, s: Experiment | None = None) -> dict:
         writer.close()
         guard.close()
     if jax.process_index() == 0:
-        logging.info("Done: checkpoints in %s, TensorBoard events in %s. Next: python -m mdlm_jax.main "
-                     "--workdir=%s --mode=eval (or --mode=sample).", ckpt.directory, writer.logdir, workdir)
+        samples = epath.Path(workdir) / "samples"
+        logging.info("Done: checkpoints in %s, TensorBoard events in %s (tensorboard --logdir=%s)%s. Next: "
+                     "python -m mdlm_jax.main --workdir=%s --mode=eval (or --mode=sample).", ckpt.directory,
+                     writer.logdir, writer.logdir, f", samples in {samples}" if samples.exists() else "", workdir)
     return eval_metrics
