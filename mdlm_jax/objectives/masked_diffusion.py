@@ -1,11 +1,12 @@
 """MDLM's objective (SPEC sections 4, 5): absorbing-state corruption, the SUBS denoiser and the
-continuous-time (or T-step) NELBO; sampled with ``ddpm``, ``ddpm_cache`` or ``first_hitting``."""
+continuous-time (or T-step) NELBO; sampled with ``ddpm``, ``ddpm_cache``, ``first_hitting`` or
+SEDD's ``analytic`` sampler (which, for SUBS, draws what ``ddpm`` draws: BASELINES.md)."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mdlm_jax.diffusion import losses, sampling
+from mdlm_jax.diffusion import analytic, losses, sampling
 from mdlm_jax.objectives.base import Apply, Objective, register_objective
 
 
@@ -20,7 +21,7 @@ class MaskedDiffusion(Objective):
     """
 
     name = "subs"
-    predictors = sampling.ALL_PREDICTORS
+    predictors = sampling.ALL_PREDICTORS + ("analytic",)
 
     def prepare(self, batch, rng, sobol_rng, sobol_offset=0):
         d = self.cfg.diffusion
@@ -41,6 +42,11 @@ class MaskedDiffusion(Objective):
         def denoise(params):
             return lambda x, sigma: model.apply({"params": params}, x, sigma)
 
+        if c.predictor == "analytic":
+            return lambda p, k, x: analytic.sample_analytic(  # noqa: E731
+                analytic.make_score_fn(denoise(p), "subs", mask_id=self.mask_id,
+                                       time_conditioning=model.time_conditioning),
+                k, x, schedule=self.schedule, mask_id=self.mask_id, num_steps=c.num_steps, noise=c.noise)
         if c.predictor == "first_hitting":
             return lambda p, k, x: sampling.sample_first_hitting(  # noqa: E731
                 denoise(p), k, x, schedule=self.schedule, mask_id=self.mask_id, **shaping)
