@@ -25,6 +25,7 @@ setup(
         "ml_dtypes>=0.4",  # bfloat16 numpy arrays (interop reads bfloat16 checkpoints)
         "tensorboardX>=2.6",
         "tensorboard>=2.15",  # to view the event files: tensorboard --logdir=WORKDIR/tb
+        "matplotlib>=3.8",  # the validation curves of python -m mdlm_jax.tools.compare
         "tqdm>=4.66",
         "tokenizers>=0.20",
         "pyarrow>=14",  # OpenWebText / zero-shot sets as parquet

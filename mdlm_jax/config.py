@@ -332,6 +332,30 @@ def model_kwargs(cfg) -> dict:
                 remat=m.remat, scan_blocks=m.scan_blocks, causal=bool(objective and objective.causal))
 
 
+def load_file(path: str, overrides: list[str]):
+    """``--config=configs/X.py[:arg]`` with ``--config.a.b=v`` overrides, as ``main.py`` parses them, for
+    the tools that take a config beside their own flags (interop, compare). ValueError names a bad
+    field or file."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
+    argv = ["mdlm_jax", f"--config={path}", *overrides]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    try:
+        rest = values(argv)
+        cfg = values.config
+        cfg.to_dict()  # a config file that failed to load raises on first use
+    except (AttributeError, KeyError) as e:
+        raise ValueError(f"{' '.join(overrides)}: a field is not in the config ({e}).") from e
+    except (flags.Error, OSError, TypeError, SyntaxError) as e:
+        raise ValueError(f"--config {path}: {e}") from e
+    if len(rest) > 1:
+        raise ValueError(f"Unrecognized arguments: {rest[1:]}")
+    return cfg
+
+
 def sibling_config(this_file: str, name: str):
     """``get_config()`` of the config file ``name``.py beside ``this_file``: a config that differs
     from another experiment's in a few fields starts from it (configs/ is not a package)."""

@@ -34,9 +34,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import flags
 from etils import epath
-from ml_collections import config_flags
 
 from mdlm_jax import checkpoint, config as config_lib, data, experiment, models, objectives
 from mdlm_jax.experiment import Experiment
@@ -211,25 +209,6 @@ def _has_steps(workdir: str) -> bool:
 # ------------------------------------------------------------------------------------------ the CLI
 
 
-def _load_config(path: str, overrides: list[str]):
-    """``--config=configs/X.py[:arg]`` with ``--config.a.b=v`` overrides, as ``main.py`` parses them."""
-    argv = ["mdlm_jax.interop", f"--config={path}", *overrides]
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "Experiment config file.", flag_values=values,
-                                    lock_config=True, sys_argv=argv)
-    try:
-        rest = values(argv)
-        cfg = values.config
-        cfg.to_dict()  # a config file that failed to load raises on first use
-    except (AttributeError, KeyError) as e:
-        raise ValueError(f"{' '.join(overrides)}: a field is not in the config ({e}).") from e
-    except (flags.Error, OSError, TypeError, SyntaxError) as e:
-        raise ValueError(f"--config {path}: {e}") from e
-    if len(rest) > 1:
-        raise ValueError(f"Unrecognized arguments: {rest[1:]}")
-    return cfg
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mdlm_jax.interop", description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
@@ -259,7 +238,7 @@ def main(argv=None) -> int:
     try:
         if rest and not args.config:
             raise ValueError(f"Unrecognized arguments {rest} (--config.a.b=v overrides need --config).")
-        cfg = _load_config(args.config, rest) if args.config else None
+        cfg = config_lib.load_file(args.config, rest) if args.config else None
         if args.command == "export":
             report: dict[str, Any] = export(args.workdir, args.out, fmt=args.format, step=args.step,
                                             use_ema=args.ema, cfg=cfg, mask_id=args.mask_id)
