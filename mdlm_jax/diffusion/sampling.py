@@ -144,7 +144,7 @@ def shaped_probs(logits, x, mask_id: int, temperature: float = 1.0, top_p: float
 def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_id: int,
            num_steps: int, predictor: str = "ddpm", eps: float = 1e-5, noise_removal: bool = True,
            temperature: float = 1.0, top_p: float = 1.0, noise: str = "exact",
-           time_conditioning: bool = False, parameterization: str = "subs") -> SampleOutput:
+           time_conditioning: bool = False, parameterization: str = "subs", uniforms=None) -> SampleOutput:
     """Ancestral sampling from x_init (all-mask for unconditional; fixed tokens are carried over).
 
     Grid t_k = linspace(1, eps, T + 1), dt = (1 - eps) / T; step k moves t_k -> t_k - dt and calls
@@ -163,6 +163,10 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
     returns log p(x_0 | x_t) over all V (no carry-over, the mask column possibly > 0); each step
     draws from ``reverse_probs`` of exp(log-probs) (the mask column overwritten by mc_s), and noise
     removal rewrites every position with the argmax over all V, unmasked ones included.
+
+    ``uniforms`` (T, B, L, V), for parity with a recorded official chain: step i races with
+    ``official_noise_from_uniforms(uniforms[i])`` instead of a draw from ``rng``; it needs
+    ``noise='float32'``, the noise those uniforms make (noise removal draws nothing).
     Shapes: x_init (B, L) int -> SampleOutput.
     """
     check_choice(parameterization, ("subs", "d3pm"), "parameterization")
@@ -180,6 +184,14 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
     x_init = jnp.asarray(x_init, jnp.int32)
+    if uniforms is not None:
+        uniforms = jnp.asarray(uniforms, jnp.float32)
+        if noise != "float32":
+            raise ValueError(f"uniforms are draws of the official float32 noise: pass noise='float32', "
+                             f"got {noise!r}.")
+        if uniforms.ndim != 4 or uniforms.shape[:3] != (num_steps,) + x_init.shape:
+            raise ValueError(f"uniforms must have shape (num_steps, B, L, V) = ({num_steps}, {x_init.shape[0]}, "
+                             f"{x_init.shape[1]}, V); got {uniforms.shape}.")
     batch = x_init.shape[0]
     timesteps = jnp.linspace(1.0, eps, num_steps + 1)
     dt = (1.0 - eps) / num_steps
@@ -208,7 +220,10 @@ def sample(denoise_fn: Callable, rng, x_init, *, schedule: NoiseSchedule, mask_i
         if noise == "exact" and not d3pm:
             x_next = unmask_step(x, p_x0, mc_t, mc_s, jax.random.fold_in(rng, i), mask_id)
         else:  # the official one-race step, to reproduce its float32 noise exactly
-            race = categorical_noise(noise, jax.random.fold_in(rng, i), x.shape + (p_x0.shape[-1],))
+            if uniforms is None:
+                race = categorical_noise(noise, jax.random.fold_in(rng, i), x.shape + (p_x0.shape[-1],))
+            else:
+                race = official_noise_from_uniforms(uniforms[i])
             x_next, _ = reverse_step(x, p_x0, mc_t, mc_s, mask_id, race)
         reveal = jnp.where(x_next != x, i + 1, reveal)
         return x_next, cache, jnp.all(x_next == x), nfe, reveal
