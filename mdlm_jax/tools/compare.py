@@ -23,6 +23,7 @@ import sys
 import time
 
 import jax
+from absl import logging as absl_logging
 from etils import epath
 
 from mdlm_jax import checkpoint, config as config_lib, evals, experiment
@@ -190,5 +191,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    absl_logging.set_verbosity(absl_logging.INFO)  # orbax's and absl's lines
+    logging.getLogger().setLevel(logging.INFO)  # the training loop's progress lines
     sys.exit(main())
