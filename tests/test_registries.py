@@ -12,35 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from plugins.toy_plugins import FixedRateMLM
 from tests_util import REPO, load_config
 
-from mdlm_jax import checkpoint, config as config_lib, data, experiment, models, objectives
+from mdlm_jax import checkpoint, config as config_lib, data, experiment, models
 from mdlm_jax.evals import evaluate, sample
 from mdlm_jax.training import task as task_lib, train
-from mdlm_jax.diffusion import losses, sampling
-
-
-@objectives.register_objective
-class FixedRateMLM(objectives.Objective):
-    """BERT's objective: a fixed 30% of tokens masked, cross-entropy on them (weight 1)."""
-
-    name = "toy_fixed_rate_mlm"
-    uses_sigma = False
-    bound = False
-
-    def prepare(self, batch, rng, sobol_rng, sobol_offset=0):
-        x0, am = batch["input_ids"], batch["attention_mask"].astype(jnp.float32)
-        masked = jax.random.uniform(rng, x0.shape) < 0.3
-        return dict(x0=x0, am=am, xt=jnp.where(masked, self.mask_id, x0))
-
-    def token_losses(self, apply, ex):
-        out, nll = apply(ex["xt"], None)
-        return losses.masked_diffusion_loss(out, ex["x0"], ex["xt"], jnp.ones(ex["x0"].shape[:1]), ex["am"],
-                                            self.mask_id, nll=nll)
-
-    def block_sampler(self, model, num_given):
-        return lambda p, k, x: sampling.sample_first_hitting(  # noqa: E731
-            lambda y, s: model.apply({"params": p}, y, s), k, x, mask_id=self.mask_id)
 
 
 class BagOfWords(nn.Module):
@@ -66,7 +43,7 @@ def toy_config(tmp_path):
     cfg = load_config("quickstart", "quick")
     cfg.data.cache_dir = str(tmp_path / "cache")
     cfg.model.name = "toy_bag_of_words"
-    cfg.diffusion.parameterization = "toy_fixed_rate_mlm"
+    cfg.diffusion.parameterization = "plugin_fixed_rate_mlm"
     cfg.train.update(steps=30, eval_every=30, checkpoint_every=30, log_every=10)
     cfg.optim.update(lr=3e-3, warmup_steps=0)
     return cfg
