@@ -271,9 +271,10 @@ def validate(cfg, mode: str = "train") -> None:
            f"choose one of {list(process.TIME_SAMPLERS)}.")
     _check(d.num_steps >= 0, f"diffusion.num_steps must be >= 0 (0 = continuous time), got {d.num_steps}.")
     for name in ("importance_sampling", "change_of_variables"):
-        _check(not d.get(name, False) or d.parameterization == "d3pm", f"diffusion.{name} is supported for "
-               f"diffusion.parameterization 'd3pm' (the official code refuses it for sedd), not "
-               f"{d.parameterization!r}: unset it.")
+        supported = d.parameterization == "d3pm" or (d.parameterization == "subs" and not d.num_steps)
+        _check(not d.get(name, False) or supported, f"diffusion.{name} is supported for 'd3pm' and for 'subs' in "
+               f"continuous time (the official code refuses it for sedd), not diffusion.parameterization "
+               f"{d.parameterization!r} with diffusion.num_steps {d.num_steps}: unset it.")
     _check(not d.get("subs_masking", False) or d.parameterization == "d3pm", "diffusion.subs_masking is the d3pm "
            f"ablation of zero masking; diffusion.parameterization {d.parameterization!r} has its own rule: unset it.")
     _check(0 <= d.sampling_eps < 1, f"diffusion.sampling_eps must lie in [0, 1), got {d.sampling_eps}.")

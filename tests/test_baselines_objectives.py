@@ -17,6 +17,7 @@ from mdlm_jax.training import task as task_lib, train
 
 D3PM = "baselines/d3pm_h64_b2_n2_v50_l16.npz"
 SEDD = "baselines/sedd_h64_b3_n4_v64_l24_tc1.npz"
+SUBS = "baselines/subs_h64_b2_n4_v56_l20.npz"
 
 
 def golden_task(z, flags, parameterization):
@@ -64,6 +65,26 @@ def test_sedd_objective_with_recorded_draws_gives_the_official_loss(fixtures_dir
     np.testing.assert_allclose(out.loss, r("loss_mean"), rtol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["tc0_is", "tc1_cov"])
+@pytest.mark.parametrize("draw", ["loss0", "loss1"])
+def test_subs_with_importance_sampling_or_change_of_variables_gives_the_official_loss(fixtures_dir, variant, draw):
+    z = np.load(fixtures_dir / SUBS)
+    flags = next(f for f in json.loads(str(z["case_json"]))["variants"] if f["name"] == variant)
+    task, params = golden_task(z, flags, "subs")
+    r = lambda k: z[f"{variant}/{draw}/{k}"]  # noqa: E731
+    batch = dict(input_ids=jnp.asarray(z["x0"], jnp.int32), attention_mask=jnp.asarray(z["attention_mask"]),
+                 t=jnp.asarray(r("t")), xt=jnp.asarray(r("xt"), jnp.int32))
+    ex = task_lib.prepare(task, batch, jax.random.key(0), jax.random.key(1))
+    np.testing.assert_allclose(ex["sigma"], r("unet_conditioning")[:, 0], rtol=1e-6)  # t under CoV
+    out = task_lib.token_losses(task, params, ex, train=False)
+    np.testing.assert_allclose(out.token_loss, r("nlls"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.loss, r("loss_mean"), rtol=1e-5)
+    # Drawn rather than recorded: the same law of t and masks (IS: t on the importance grid).
+    drawn = task_lib.prepare(task, dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]),
+                             jax.random.key(5), jax.random.key(6))
+    assert drawn["t"].shape == batch["t"].shape and np.isfinite(np.asarray(drawn["weight"])).all()
+
+
 def test_d3pm_objective_draws_the_official_t_and_masks_from_its_uniforms(fixtures_dir):
     """Without recorded draws the objective draws t itself, on the T-step grid {2/T, ..., 1}, and
     masks x_0 (never changes an unmasked token)."""
@@ -108,7 +129,9 @@ def test_each_baseline_config_trains_evaluates_and_samples(name, tmp_path):
 @pytest.mark.parametrize("change, message", [
     (dict(parameterization="d3pm", num_steps=0), r"'d3pm' is discrete time: set diffusion.num_steps"),
     (dict(parameterization="subs", subs_masking=True), r"diffusion.subs_masking is the d3pm ablation"),
-    (dict(parameterization="subs", importance_sampling=True), r"diffusion.importance_sampling is supported for"),
+    (dict(parameterization="sedd", importance_sampling=True), r"diffusion.importance_sampling is supported for"),
+    (dict(parameterization="subs", num_steps=1000, change_of_variables=True),
+     r"diffusion.change_of_variables is supported for 'd3pm' and for 'subs' in continuous time"),
     (dict(parameterization="d4pm"), r"Unknown diffusion.parameterization 'd4pm'"),
 ])
 def test_bad_combinations_are_named(change, message):

@@ -4,9 +4,10 @@ SEDD's ``analytic`` sampler (which, for SUBS, draws what ``ddpm`` draws: BASELIN
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-from mdlm_jax.diffusion import analytic, losses, sampling
+from mdlm_jax.diffusion import analytic, d3pm, losses, process, sampling
 from mdlm_jax.objectives.base import Apply, Objective, register_objective
 
 
@@ -26,10 +27,33 @@ class MaskedDiffusion(Objective):
     def prepare(self, batch, rng, sobol_rng, sobol_offset=0):
         d = self.cfg.diffusion
         x0, am = batch["input_ids"], batch["attention_mask"].astype(jnp.float32)
+        if d.get("importance_sampling", False) or d.get("change_of_variables", False):
+            return self._prepare_official_variant(batch, rng, sobol_rng, sobol_offset)
         c = losses.corrupt(rng, x0, schedule=self.schedule, mask_id=self.mask_id, time_sampler=d.time_sampler,
                            sampling_eps=d.sampling_eps, num_steps=d.num_steps, sobol_rng=sobol_rng,
                            sobol_offset=sobol_offset, t=batch.get("t"), xt=batch.get("xt"))
         return dict(x0=x0, am=am, xt=c.xt, sigma=c.sigma, weight=c.weight, t=c.t)
+
+    def _prepare_official_variant(self, batch, rng, sobol_rng, sobol_offset):
+        """The official continuous-time ``training.importance_sampling`` / ``change_of_variables``
+        (BASELINES.md): t transformed so the log move chance is linear in t (IS), or the move chance
+        exp(f_0 + t (f_T - f_0)) with the backbone seeing t (CoV); both weigh every masked token by
+        the constant -log1p(-exp(-sigma_min)) instead of dsigma / expm1(sigma)."""
+        d = self.cfg.diffusion
+        eps = float(dict(d.schedule_params).get("eps", 1e-3))
+        x0, am = batch["input_ids"], batch["attention_mask"].astype(jnp.float32)
+        t_rng, u_rng = jax.random.split(rng)
+        t = batch.get("t")
+        if t is None:
+            t = process.sample_t(sobol_rng if d.time_sampler == "sobol" else t_rng, x0.shape[0],
+                                 sampler=d.time_sampler, sampling_eps=d.sampling_eps, offset=sobol_offset)
+            if d.importance_sampling:
+                t = d3pm.importance_sampling_t(t, eps)
+        c = d3pm.d3pm_corrupt(x0, t, jax.random.uniform(u_rng, x0.shape), self.mask_id,
+                              change_of_variables=d.change_of_variables, eps=eps)
+        sigma_min, _ = d3pm.loglinear_sigma_range(eps)
+        weight = jnp.full(x0.shape[:1], -jnp.log1p(-jnp.exp(-sigma_min)))
+        return dict(x0=x0, am=am, xt=batch.get("xt", c.xt), sigma=c.conditioning, weight=weight, t=t)
 
     def token_losses(self, apply: Apply, ex):
         out, nll = apply(ex["xt"], ex["sigma"])
