@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests_util import load_config
+from tests_util import BERT_DIR, load_config, needs_bert
 
 from mdlm_jax import checkpoint, config as config_lib, experiment
 from mdlm_jax.evals import evaluate, sample
@@ -156,3 +156,27 @@ def test_sedd_without_time_conditioning_and_analytic_ar_are_refused():
     cfg.sample.update(predictor="analytic", temperature=0.8)
     with pytest.raises(ValueError, match=r"the analytic and d3pm samplers take neither"):
         config_lib.validate(cfg, "sample")
+
+
+@needs_bert
+@pytest.mark.parametrize("parameterization", ["subs", "ar", "d3pm", "sedd"])
+def test_every_objective_trains_with_bert_s_mask_inside_the_vocabulary(parameterization, tmp_path):
+    """bert-base-uncased keeps V = 30,522 and masks with [MASK] = 103, not the last id: every
+    objective trains, evaluates and samples, and never generates the mask where it cannot."""
+    cfg = quick("quickstart", tmp_path)
+    cfg.data.update(tokenizer="bert-base-uncased", tokenizer_path=BERT_DIR, packing="pad")
+    cfg.diffusion.parameterization = parameterization
+    if parameterization == "d3pm":
+        cfg.diffusion.update(num_steps=1000, subs_masking=True)
+        cfg.sample.predictor = "ddpm"
+    if parameterization == "sedd":
+        cfg.model.time_conditioning = True
+        cfg.sample.predictor = "analytic"
+    config_lib.validate(cfg, "sample")
+    s = experiment.build(cfg)
+    assert (s.task.mask_id, s.task.model.vocab_size) == (103, 30522)
+    metrics = train.train_and_evaluate(cfg, str(tmp_path / "work"), s=s)
+    assert np.isfinite(metrics["nelbo"]) and metrics["nelbo"] > 0
+    state = train.restore_or_init(s, checkpoint.Checkpointer(str(tmp_path / "work")))[0]
+    out = sample.generate(s, state.ema_params)
+    assert (out.tokens != 103).all() and (out.tokens < 30522).all()
