@@ -180,3 +180,24 @@ def test_every_objective_trains_with_bert_s_mask_inside_the_vocabulary(parameter
     state = train.restore_or_init(s, checkpoint.Checkpointer(str(tmp_path / "work")))[0]
     out = sample.generate(s, state.ema_params)
     assert (out.tokens != 103).all() and (out.tokens < 30522).all()
+
+
+@pytest.mark.parametrize("parameterization, predictor, num_steps, nfe", [
+    ("subs", "analytic", 6, 7), ("d3pm", "ddpm_cache", 6, None), ("d3pm", "ddpm", 6, 7), ("sedd", "analytic", 6, 7)])
+def test_each_objective_samples_with_each_of_its_samplers_through_generate(parameterization, predictor, num_steps,
+                                                                          nfe, tmp_path):
+    cfg = quick("quickstart", tmp_path)
+    cfg.diffusion.parameterization = parameterization
+    cfg.sample.update(predictor=predictor, num_steps=num_steps)
+    if parameterization == "d3pm":
+        cfg.diffusion.update(num_steps=1000, subs_masking=True)
+    if parameterization == "sedd":
+        cfg.model.time_conditioning = True
+    config_lib.validate(cfg, "sample")
+    s = experiment.build(cfg, "sample")
+    state = task_lib.init_state(s.task, s.optimizer, s.mesh, s.shardings, cfg.seed, cfg.data.seq_len)
+    out = sample.generate(s, state.ema_params)
+    assert out.tokens.shape == (cfg.sample.num_samples, cfg.data.seq_len)
+    assert (out.tokens != s.task.mask_id).all()
+    assert out.nfe == nfe if nfe else 1 <= out.nfe <= num_steps + 1  # T steps + the final denoiser
+    assert (out.reveal_step[:, 1:] >= 1).all()  # every generated position was revealed at some step
