@@ -35,6 +35,12 @@ def golden_task(z, flags, parameterization):
     return task, params_from_torch(sd, task.model)
 
 
+def recorded_batch(z, r):
+    """The golden file's x0 and mask with a section's recorded t and x_t (``r(key)`` reads the section)."""
+    return dict(input_ids=jnp.asarray(z["x0"], jnp.int32), attention_mask=jnp.asarray(z["attention_mask"]),
+                t=jnp.asarray(r("t")), xt=jnp.asarray(r("xt"), jnp.int32))
+
+
 @pytest.mark.parametrize("variant", ["sm0_tc1", "sm1_tc1", "sm0_tc0", "sm1_tc0", "sm0_tc1_is", "sm1_tc1_cov"])
 @pytest.mark.parametrize("draw", ["loss0", "loss1"])
 def test_d3pm_objective_with_recorded_draws_gives_the_official_loss(fixtures_dir, variant, draw):
@@ -42,8 +48,7 @@ def test_d3pm_objective_with_recorded_draws_gives_the_official_loss(fixtures_dir
     flags = next(f for f in json.loads(str(z["case_json"]))["variants"] if f["name"] == variant)
     task, params = golden_task(z, flags, "d3pm")
     r = lambda k: z[f"{variant}/{draw}/{k}"]  # noqa: E731
-    batch = dict(input_ids=jnp.asarray(z["x0"], jnp.int32), attention_mask=jnp.asarray(z["attention_mask"]),
-                 t=jnp.asarray(r("t")), xt=jnp.asarray(r("xt"), jnp.int32))
+    batch = recorded_batch(z, r)
     ex = task_lib.prepare(task, batch, jax.random.key(0), jax.random.key(1))
     np.testing.assert_array_equal(ex["sigma"], r("unet_conditioning")[:, 0])  # sigma, or t under CoV
     out = task_lib.token_losses(task, params, ex, train=False)
@@ -57,8 +62,7 @@ def test_sedd_objective_with_recorded_draws_gives_the_official_loss(fixtures_dir
     (flags,) = json.loads(str(z["case_json"]))["variants"]
     task, params = golden_task(z, flags, "sedd")
     r = lambda k: z[f"tc1/{draw}/{k}"]  # noqa: E731
-    batch = dict(input_ids=jnp.asarray(z["x0"], jnp.int32), attention_mask=jnp.asarray(z["attention_mask"]),
-                 t=jnp.asarray(r("t")), xt=jnp.asarray(r("xt"), jnp.int32))
+    batch = recorded_batch(z, r)
     ex = task_lib.prepare(task, batch, jax.random.key(0), jax.random.key(1))
     out = task_lib.token_losses(task, params, ex, train=False)
     np.testing.assert_allclose(out.token_loss, r("nlls"), rtol=1e-4, atol=1e-6)
@@ -72,8 +76,7 @@ def test_subs_with_importance_sampling_or_change_of_variables_gives_the_official
     flags = next(f for f in json.loads(str(z["case_json"]))["variants"] if f["name"] == variant)
     task, params = golden_task(z, flags, "subs")
     r = lambda k: z[f"{variant}/{draw}/{k}"]  # noqa: E731
-    batch = dict(input_ids=jnp.asarray(z["x0"], jnp.int32), attention_mask=jnp.asarray(z["attention_mask"]),
-                 t=jnp.asarray(r("t")), xt=jnp.asarray(r("xt"), jnp.int32))
+    batch = recorded_batch(z, r)
     ex = task_lib.prepare(task, batch, jax.random.key(0), jax.random.key(1))
     np.testing.assert_allclose(ex["sigma"], r("unet_conditioning")[:, 0], rtol=1e-6)  # t under CoV
     out = task_lib.token_losses(task, params, ex, train=False)
@@ -83,6 +86,9 @@ def test_subs_with_importance_sampling_or_change_of_variables_gives_the_official
     drawn = task_lib.prepare(task, dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]),
                              jax.random.key(5), jax.random.key(6))
     assert drawn["t"].shape == batch["t"].shape and np.isfinite(np.asarray(drawn["weight"])).all()
+    if variant == "tc0_is":  # IS makes the log move chance linear in the (antithetic, evenly spaced) draw
+        log_mc = np.sort(np.log(-np.expm1(-np.asarray(drawn["sigma"], np.float64))))
+        np.testing.assert_allclose(np.diff(log_mc), np.diff(log_mc)[0], rtol=1e-3)
 
 
 def test_d3pm_objective_draws_the_official_t_and_masks_from_its_uniforms(fixtures_dir):

@@ -154,6 +154,26 @@ def d3pm_corrupt(x0, t, u, mask_id: int, *, change_of_variables: bool = False,
     return D3PMCorrupted(move_chance, process.mask_tokens(x0, move_chance, mask_id, u), conditioning)
 
 
+def official_draws(rng, sobol_rng, x0, *, time_sampler: str, sampling_eps: float, sobol_offset, num_steps: int,
+                   importance_sampling: bool, change_of_variables: bool, mask_id: int, eps: float = 1e-3,
+                   t=None, xt=None):
+    """One training step's t and x_t in the official order (used by d3pm, and by subs with IS/CoV):
+    t ~ ``process.sample_t``, importance-sampled if on, T-discretised if ``num_steps``; masks from
+    fresh uniforms by ``d3pm_corrupt``. A given ``t`` (B,) / ``xt`` (B, L) (recorded draws) is used
+    instead. Shapes: x0 (B, L) int -> (t (B,), xt (B, L), conditioning (B,))."""
+    t_rng, u_rng = jax.random.split(rng)
+    if t is None:
+        t = process.sample_t(sobol_rng if time_sampler == "sobol" else t_rng, x0.shape[0], sampler=time_sampler,
+                             sampling_eps=sampling_eps, offset=sobol_offset)
+        if num_steps:
+            t = d3pm_time(t, num_steps, importance_sampling=importance_sampling, eps=eps)
+        elif importance_sampling:
+            t = importance_sampling_t(t, eps)
+    c = d3pm_corrupt(x0, t, jax.random.uniform(u_rng, x0.shape), mask_id, change_of_variables=change_of_variables,
+                     eps=eps)
+    return t, c.xt if xt is None else xt, c.conditioning
+
+
 def d3pm_loss(denoise_fn: Callable, x0, attention_mask, t, u, *, mask_id: int, num_steps: int,
               subs_masking: bool, change_of_variables: bool = False, eps: float = 1e-3) -> losses.LossOutput:
     """Official d3pm training loss of one batch: reconstruction + T-step bound, per token.

@@ -12,10 +12,9 @@ float32 order, so a batch fed recorded draws reproduces the official losses.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from mdlm_jax.diffusion import d3pm, losses, process, sampling
+from mdlm_jax.diffusion import d3pm, losses, sampling
 from mdlm_jax.objectives.base import Apply, Objective, register_objective
 
 
@@ -43,16 +42,12 @@ class AbsorbingD3PM(Objective):
     def prepare(self, batch, rng, sobol_rng, sobol_offset=0):
         d = self.cfg.diffusion
         x0, am = batch["input_ids"], batch["attention_mask"].astype(jnp.float32)
-        t_rng, u_rng = jax.random.split(rng)
-        t = batch.get("t")
-        if t is None:
-            t = process.sample_t(sobol_rng if d.time_sampler == "sobol" else t_rng, x0.shape[0],
-                                 sampler=d.time_sampler, sampling_eps=d.sampling_eps, offset=sobol_offset)
-            t = d3pm.d3pm_time(t, d.num_steps, importance_sampling=d.importance_sampling, eps=self._eps)
-        u = jax.random.uniform(u_rng, x0.shape)
-        c = d3pm.d3pm_corrupt(x0, t, u, self.mask_id, change_of_variables=d.change_of_variables, eps=self._eps)
-        xt = batch.get("xt", c.xt)
-        return dict(x0=x0, am=am, xt=xt, sigma=c.conditioning, t=t)
+        t, xt, sigma = d3pm.official_draws(
+            rng, sobol_rng, x0, time_sampler=d.time_sampler, sampling_eps=d.sampling_eps, sobol_offset=sobol_offset,
+            num_steps=d.num_steps, importance_sampling=d.importance_sampling,
+            change_of_variables=d.change_of_variables, mask_id=self.mask_id, eps=self._eps, t=batch.get("t"),
+            xt=batch.get("xt"))
+        return dict(x0=x0, am=am, xt=xt, sigma=sigma, t=t)
 
     def token_losses(self, apply: Apply, ex):
         d = self.cfg.diffusion

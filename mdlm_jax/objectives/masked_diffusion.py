@@ -4,10 +4,9 @@ SEDD's ``analytic`` sampler (which, for SUBS, draws what ``ddpm`` draws: BASELIN
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from mdlm_jax.diffusion import analytic, d3pm, losses, process, sampling
+from mdlm_jax.diffusion import analytic, d3pm, losses, sampling
 from mdlm_jax.objectives.base import Apply, Objective, register_objective
 
 
@@ -42,18 +41,13 @@ class MaskedDiffusion(Objective):
         d = self.cfg.diffusion
         eps = float(dict(d.schedule_params).get("eps", 1e-3))
         x0, am = batch["input_ids"], batch["attention_mask"].astype(jnp.float32)
-        t_rng, u_rng = jax.random.split(rng)
-        t = batch.get("t")
-        if t is None:
-            t = process.sample_t(sobol_rng if d.time_sampler == "sobol" else t_rng, x0.shape[0],
-                                 sampler=d.time_sampler, sampling_eps=d.sampling_eps, offset=sobol_offset)
-            if d.importance_sampling:
-                t = d3pm.importance_sampling_t(t, eps)
-        c = d3pm.d3pm_corrupt(x0, t, jax.random.uniform(u_rng, x0.shape), self.mask_id,
-                              change_of_variables=d.change_of_variables, eps=eps)
+        t, xt, sigma = d3pm.official_draws(
+            rng, sobol_rng, x0, time_sampler=d.time_sampler, sampling_eps=d.sampling_eps, sobol_offset=sobol_offset,
+            num_steps=0, importance_sampling=d.importance_sampling, change_of_variables=d.change_of_variables,
+            mask_id=self.mask_id, eps=eps, t=batch.get("t"), xt=batch.get("xt"))
         sigma_min, _ = d3pm.loglinear_sigma_range(eps)
         weight = jnp.full(x0.shape[:1], -jnp.log1p(-jnp.exp(-sigma_min)))
-        return dict(x0=x0, am=am, xt=batch.get("xt", c.xt), sigma=c.conditioning, weight=weight, t=t)
+        return dict(x0=x0, am=am, xt=xt, sigma=sigma, weight=weight, t=t)
 
     def token_losses(self, apply: Apply, ex):
         out, nll = apply(ex["xt"], ex["sigma"])

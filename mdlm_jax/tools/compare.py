@@ -94,7 +94,11 @@ def run_variant(cfg, workdir: str, num_t: int) -> dict:
     config_lib.validate(cfg, "train")
     exp = experiment.build(cfg)
     start = time.perf_counter()
-    done = checkpoint.has_checkpoint(workdir) and checkpoint.Checkpointer(workdir).latest_step() == cfg.train.steps
+    done = False
+    if checkpoint.has_checkpoint(workdir):
+        ckpt = checkpoint.Checkpointer(workdir)
+        done = ckpt.latest_step() == cfg.train.steps
+        ckpt.close()
     curve_file = epath.Path(workdir) / "curve.json"
     if not done:
         train.train_and_evaluate(cfg, workdir, s=exp)
