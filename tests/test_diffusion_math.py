@@ -150,6 +150,17 @@ def test_discrete_snapping():
     np.testing.assert_allclose(np.unique(np.round(np.asarray(t) * 10, 4)), np.arange(1, 11))
 
 
+@pytest.mark.parametrize("num_steps", [7, 128, 1000])
+def test_discretize_t_is_the_official_float32_grid_bitwise_under_jit(num_steps):
+    """torch's float32 k / T + 1 / T, correctly rounded: XLA's own k * (1 / T) is 1 ulp off in some
+    bins (1.0000001 in the last one at T = 1000), which moves dsigma by 1e-4 at the end point."""
+    k = np.arange(num_steps, dtype=np.float32)
+    official = k / np.float32(num_steps) + np.float32(1 / num_steps)
+    t = (k + np.float32(0.5)) / np.float32(num_steps)
+    got = jax.jit(process.discretize_t, static_argnums=1)(jnp.asarray(t), num_steps)
+    np.testing.assert_array_equal(np.asarray(got), official)
+
+
 @pytest.mark.parametrize("predictor", ["ddpm", "ddpm_cache"])
 def test_sampler_fills_every_mask_and_keeps_fixed_tokens(predictor):
     denoise = tiny_model()

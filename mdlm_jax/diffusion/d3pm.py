@@ -13,7 +13,6 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mdlm_jax.diffusion import losses, process, schedules
 
@@ -104,29 +103,15 @@ def cov_move_chance(t, eps: float = 1e-3):
     return jnp.exp(f_0 + t * (f_T - f_0))
 
 
-def discretize_t(t, num_steps: int):
-    """Official T-discretisation t <- float32(k) / float32(T) + float32(1 / T), k = floor(t T).
-
-    Bitwise the official float32 values on {2/T, ..., 1} (t >= sampling_eps gives k >= 1).
-    ``process.discretize_t`` computes the same formula, but XLA evaluates k / T as k * (1 / T)
-    (and fuses the add under jit), 1 ulp off in some bins: t = 1.0000001 for the last one,
-    which moves dsigma by 1.2e-4. So the T + 1 grid values come from numpy, correctly rounded.
-    Shapes: t (B,) -> (B,) float32.
-    """
-    grid = np.arange(num_steps + 1, dtype=np.float32) / np.float32(num_steps) + np.float32(1 / num_steps)
-    k = jnp.floor(t * num_steps).astype(jnp.int32)
-    return jnp.asarray(grid)[k]
-
-
 def d3pm_time(t, num_steps: int, *, importance_sampling: bool = False, eps: float = 1e-3):
     """The official t of a training step from t ~ U[sampling_eps, 1): the importance-sampling
-    transformation (if on), then ``discretize_t`` onto {2/T, ..., 1}.
+    transformation (if on), then ``process.discretize_t`` onto {2/T, ..., 1}.
 
     Shapes: t (B,) -> (B,) float32.
     """
     if importance_sampling:
         t = importance_sampling_t(t, eps)
-    return discretize_t(t, num_steps)
+    return process.discretize_t(t, num_steps)
 
 
 class D3PMCorrupted(NamedTuple):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mdlm_jax.validation import check_choice
 
@@ -72,8 +73,18 @@ def antithetic_from_uniform(u, n: int):
 
 
 def discretize_t(t, num_steps: int):
-    """Discrete-time snapping: t <- floor(t T) / T + 1 / T (shape preserved)."""
-    return jnp.floor(t * num_steps) / num_steps + 1.0 / num_steps
+    """Discrete-time snapping, the official t <- float32(k) / float32(T) + float32(1 / T) with
+    k = floor(t T): bitwise the official float32 grid on {1/T, ..., 1 + 1/T}.
+
+    Computed as the formula is, XLA evaluates k / T as k * (1 / T) and fuses the add under jit,
+    1 ulp off in some bins (t = 1.0000001 for the last one, which moves dsigma by 1.2e-4), so the
+    T + 1 grid values come from numpy, correctly rounded (in float64 for float64 t).
+    Shapes: t (any) -> same shape, float32 (float64).
+    """
+    dtype = np.dtype(jnp.promote_types(jnp.result_type(t), jnp.float32))
+    grid = np.arange(num_steps + 1, dtype=dtype) / dtype.type(num_steps) + dtype.type(1 / num_steps)
+    k = jnp.floor(t * num_steps).astype(jnp.int32)
+    return jnp.asarray(grid)[k]
 
 
 def mask_tokens(x0, move_chance, mask_id: int, u):
