@@ -139,6 +139,10 @@ def test_each_baseline_config_trains_evaluates_and_samples(name, tmp_path):
     (dict(parameterization="subs", num_steps=1000, change_of_variables=True),
      r"diffusion.change_of_variables is supported for 'd3pm' and for 'subs' in continuous time"),
     (dict(parameterization="d4pm"), r"Unknown diffusion.parameterization 'd4pm'"),
+    (dict(parameterization="d3pm", num_steps=100, sampling_eps=1e-3),
+     r"diffusion.sampling_eps 0.001 puts t in the first of diffusion.num_steps 100 bins, where the d3pm bound is NaN"),
+    (dict(parameterization="d3pm", num_steps=10, sampling_eps=0.1, importance_sampling=True),
+     r"first of diffusion.num_steps 10 bins after importance sampling"),
 ])
 def test_bad_combinations_are_named(change, message):
     cfg = config_lib.default_config()

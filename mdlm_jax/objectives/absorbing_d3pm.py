@@ -35,6 +35,13 @@ class AbsorbingD3PM(Objective):
             raise ValueError(f"d3pm's reconstruction term assumes the loglinear schedule (sigma(0) = 0), as the "
                              f"official code does; got diffusion.schedule {schedule.name!r}.")
         self._eps = float(dict(d.schedule_params).get("eps", 1e-3))
+        t_min = float(d3pm.d3pm_time(jnp.full((1,), d.sampling_eps, jnp.float32), d.num_steps,
+                                     importance_sampling=d.importance_sampling, eps=self._eps)[0])
+        if t_min * d.num_steps < 1.5:  # the first bin t = 1/T: t - 1/T = 0 and the bound is NaN
+            raise ValueError(
+                f"diffusion.sampling_eps {d.sampling_eps} puts t in the first of diffusion.num_steps {d.num_steps} "
+                f"bins{' after importance sampling' if d.importance_sampling else ''}, where the d3pm bound is "
+                "NaN (s = t - 1/T = 0): raise sampling_eps to at least 1/T or raise num_steps.")
         if cfg.model.loss_chunk:
             raise ValueError("d3pm needs the whole log-softmax over V (the mask column included): set "
                              "model.loss_chunk=0.")
