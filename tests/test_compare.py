@@ -36,10 +36,14 @@ def test_standard_errors_apart_and_the_ordering_lines():
     assert table.count("MDLM") == 2  # Table 1's row and Table 8's first row
 
 
-def test_compare_trains_each_variant_and_writes_the_table_and_curves(tmp_path, capsys):
-    work = tmp_path / "cmp"
+def test_compare_trains_each_variant_on_own_text_and_writes_the_table_and_curves(tmp_path, capsys):
+    """On the user's own text files (the embedded corpus is the quickstart's default: the docs' run)."""
+    work, text = tmp_path / "cmp", tmp_path / "mine.txt"
+    rng = np.random.default_rng(0)
+    text.write_text("\n\n".join(" ".join(rng.choice(["river", "stone", "light", "quiet"], 60)) for _ in range(40)))
     argv = ["--config", f"{compare.__file__.rsplit('/mdlm_jax/', 1)[0]}/configs/quickstart.py:quick",
-            "--workdir", str(work), "--variants", "ar,mdlm", "--num_t", "2",
+            "--workdir", str(work), "--variants", "ar,mdlm", "--num_t", "2", "--config.data.source=files",
+            f"--config.data.files={text}", "--config.data.val_fraction=0.2",
             f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.train.steps=4", "--config.train.eval_every=2"]
     assert compare.main(argv) == 0
     out = capsys.readouterr().out
@@ -48,6 +52,9 @@ def test_compare_trains_each_variant_and_writes_the_table_and_curves(tmp_path, c
     assert [s for s, _ in results["mdlm"]["curve"]] == [2, 4] and results["mdlm"]["num_t"] == 2
     assert results["ar"]["num_t"] == 1 and not results["ar"]["bound"] and results["mdlm"]["bound"]
     assert results["ar"]["tokens"] < results["mdlm"]["tokens"]  # AR scores L - 1 of each block's L tokens
+    cfg = load_config("quickstart", "quick")
+    assert results["ar"]["train_tokens"] == results["mdlm"]["train_tokens"] == 4 * cfg.train.batch_size * cfg.data.seq_len
+    assert f"Training tokens per variant: {results['ar']['train_tokens']:,} (steps x batch x L" in out
     assert (work / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert compare.main(argv) == 0  # trained variants are found, not retrained
     again = json.loads((work / "compare.json").read_text())["mdlm"]

@@ -113,12 +113,19 @@ def run_variant(cfg, workdir: str, num_t: int) -> dict:
     state = task_lib.Weights(params=None if cfg.eval.use_ema else weights,
                              ema_params=weights if cfg.eval.use_ema else None)
     metrics = evaluate.evaluate(exp, state, step=cfg.train.steps, name="final")
-    return dict(metrics, train_seconds=seconds if not done else None, bound=exp.task.objective.bound, curve=curve)
+    # The paper counts training tokens as steps x batch x L for every model, AR included (whose loss
+    # covers L - 1 of each block's L: the first token is context).
+    train_tokens = cfg.train.steps * cfg.train.batch_size * cfg.data.seq_len
+    return dict(metrics, train_seconds=seconds if not done else None, bound=exp.task.objective.bound, curve=curve,
+                train_tokens=train_tokens)
 
 
 def format_table(results: dict) -> str:
     """The rows in the layout of Tables 1 and 8, with this run's numbers beside the paper's."""
-    lines = [f"{'':<40} {'PPL (ours)':>16} {'+- 1 SE':>9} {'NELBO':>8} {'paper (LM1B)':>13}"]
+    counts = sorted({r["train_tokens"] for r in results.values() if "train_tokens" in r})
+    lines = [f"Training tokens per variant: {', '.join(f'{n:,}' for n in counts)} (steps x batch x L, as the paper "
+             "counts them; the AR loss covers L - 1 of each block's L)"] if counts else []
+    lines.append(f"{'':<40} {'PPL (ours)':>16} {'+- 1 SE':>9} {'NELBO':>8} {'paper (LM1B)':>13}")
     for table in ("Table 1", "Table 8"):
         lines.append(f"{table}")
         for name, (tables, label, paper) in ROWS.items():
