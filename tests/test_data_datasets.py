@@ -3,6 +3,7 @@ LM1B's shard files, the OpenWebText archive, text8.zip, and the zero-shot sets; 
 token for token, splits, the Hugging Face cache, and the errors for missing or bad input.
 All offline; the Hugging Face caches are pointed at empty temporary directories."""
 
+import gzip
 import io
 import json
 import lzma
@@ -199,6 +200,40 @@ def test_owt_outer_archive_asks_for_extraction(tmp_path):
 
 
 # ------------------------------------------------------------------------------- text8
+
+
+def _write_c4(directory, docs_by_split, shards):
+    """allenai/c4's published layout: en/c4-<split>.NNNNN-of-MMMMM.json.gz, one JSON record per line."""
+    directory.mkdir(parents=True)
+    for split, docs in docs_by_split.items():
+        total = 1024 if split == "train" else 8
+        for i in range(shards):
+            with gzip.open(directory / f"c4-{split}.{i:05d}-of-{total:05d}.json.gz", "wt", encoding="utf-8") as f:
+                for d in docs[i::shards]:
+                    f.write(json.dumps({"text": d, "timestamp": "2019-04-25T12:57:54Z", "url": "https://x"}) + "\n")
+    return {split: [d for i in range(shards) for d in docs[i::shards]] for split, docs in docs_by_split.items()}
+
+
+def test_c4_shards_from_a_path_and_from_the_hub_cache(tmp_path):
+    """Gzipped JSON-lines shards, read in shard order, from data.path and from a Hub snapshot; a
+    missing validation part is named."""
+    rng = np.random.default_rng(0)
+    docs = {"train": [_sentence(rng, i) + "\nSecond line." for i in range(30)],
+            "validation": [_sentence(rng, 100 + i) for i in range(9)]}
+    expected = _write_c4(tmp_path / "copy" / "c4" / "en", docs, shards=3)
+    snapshot = tmp_path / "hf_home" / "hub" / "datasets--allenai--c4" / "snapshots" / "1588ec4" / "en"
+    _write_c4(snapshot, docs, shards=3)
+    for label, path in (("path", str(tmp_path / "copy")), ("hub", "")):
+        cfg = data_config(tmp_path, "c4", path=path, tokenizer="bytes", seq_len=32,
+                          cache_dir=str(tmp_path / f"cache_{label}"))
+        for split in ("train", "validation"):
+            tokens, offsets = pipeline.prepared_split(cfg, split)
+            assert _docs_of(tokens, offsets) == expected[split], (label, split)
+    for f in (tmp_path / "copy" / "c4" / "en").glob("c4-validation.*"):
+        f.unlink()
+    cfg = data_config(tmp_path, "c4", path=str(tmp_path / "copy"), tokenizer="bytes", cache_dir=str(tmp_path / "c3"))
+    with pytest.raises(DatasetNotFoundError, match=r"no files for the 'validation' part.*c4-\{train,validation\}"):
+        pipeline.prepared_split(cfg, "validation")
 
 
 def test_text8_character_splits_and_chunks(tmp_path):

@@ -81,6 +81,9 @@ class HFCache(NamedTuple):
     prefix: str
     repo: str
     field: str
+    # a Hub snapshot of raw files instead of Parquet: a glob with {split} under the snapshot, and its kind
+    hub_glob: str = ""
+    hub_kind: str = ""
 
 
 def hf_datasets_cache() -> str:
@@ -109,16 +112,20 @@ def _hf_files(hf: HFCache, split: str) -> tuple[list[str], str]:
                 groups.setdefault(os.path.dirname(path), []).append(path)
     if groups:
         return _newest(groups), "arrow"
-    pattern = os.path.join(hf_hub_cache(), "datasets--" + hf.repo.replace("/", "--"), "snapshots", "*",
-                           hf.config, f"{split}-*.parquet")
+    snapshots = os.path.join(hf_hub_cache(), "datasets--" + hf.repo.replace("/", "--"), "snapshots", "*")
+    if hf.hub_glob:
+        pattern, kind = os.path.join(snapshots, hf.hub_glob.format(split=split)), hf.hub_kind
+    else:
+        pattern, kind = os.path.join(snapshots, hf.config, f"{split}-*.parquet"), "parquet"
     for path in glob.glob(pattern):
         groups.setdefault(os.path.dirname(path), []).append(path)
-    return _newest(groups), "parquet"
+    return _newest(groups), kind
 
 
 def _units(kind: str, paths: list[str], field: str = "") -> list[Unit]:
-    if kind in ("lines", "jsonl"):
-        return [u for p in paths for u in formats.line_units(kind, p, field=field)]
+    if kind in ("lines", "jsonl"):  # byte-range units, except gzipped files: one unit each
+        return [u for p in paths for u in ([formats.file_unit(kind, p, field=field)] if p.endswith(".gz")
+                                           else formats.line_units(kind, p, field=field))]
     return [formats.file_unit(kind, p, field=field) for p in paths]
 
 
@@ -376,6 +383,23 @@ def _find_owt(root: str, cfg) -> dict[str, list[Unit]] | None:
     return None
 
 
+_C4_SHARD = re.compile(r"c4-(train|validation)\.\d{5}-of-\d{5}\.json(\.gz)?$")
+
+
+def _find_c4(root: str, cfg) -> dict[str, list[Unit]] | None:
+    """``allenai/c4``'s ``en/c4-{train,validation}.NNNNN-of-MMMMM.json.gz`` shards (any subset of
+    them: a few train shards are enough to fine-tune), in root, root/en or root/c4/en."""
+    for directory in _candidate_dirs(root, ("en", os.path.join("c4", "en"))):
+        shards: dict[str, list[str]] = {}
+        for name in sorted(os.listdir(directory)):
+            match = _C4_SHARD.match(name)
+            if match:
+                shards.setdefault(match.group(1), []).append(os.path.join(directory, name))
+        if shards:
+            return {part: _units("jsonl", paths, "text") for part, paths in shards.items()}
+    return None
+
+
 def _find_text8(root: str, cfg) -> dict[str, list[Unit]] | None:
     candidates = [root] if os.path.isfile(root) else [os.path.join(root, "text8.zip"), os.path.join(root, "text8")]
     for path in candidates:
@@ -473,6 +497,17 @@ for _dataset in (
                  splits=lambda cfg: {s: Selection("all", "tokens", a, b) for s, (a, b) in TEXT8_SPLITS.items()},
                  find=_find_text8, layout="text8.zip (or the extracted text8 file)",
                  url="http://mattmahoney.net/dc/text8.zip", url_file="text8.zip"),
+    # The paper's BERT fine-tuning set (section 5.1): L = 128 with bert-base-uncased, documents
+    # concatenated and wrapped (the official dataloader's wrap; --config.data.packing=pad truncates
+    # each document to one block instead, MosaicBERT's pretraining rule); validation: the published
+    # validation shards.
+    PaperDataset("c4", "C4 (en)", tokenizer="bert-base-uncased", seq_len=128, packing="wrap", detokenizer="none",
+                 eval_split="validation", splits=_whole_parts("train", "validation"), find=_find_c4,
+                 layout="c4/en/c4-{train,validation}.NNNNN-of-MMMMM.json.gz (allenai/c4 as published; any subset "
+                        "of the shards)",
+                 hf=HFCache(("c4", "allenai___c4"), "en", "c4", "allenai/c4", "text",
+                            hub_glob="en/c4-{split}.*-of-*.json.gz", hub_kind="jsonl"),
+                 hf_parts={"train": "train", "validation": "validation"}),
     _wikitext("wikitext2", "wikitext-2", "WikiText-2", "wikitext-2-raw-v1"),
     _wikitext("wikitext103", "wikitext-103", "WikiText-103", "wikitext-103-raw-v1"),
     PaperDataset("ptb", "Penn Treebank", tokenizer="gpt2", seq_len=1024, packing="wrap", detokenizer="ptb",

@@ -14,6 +14,7 @@ as the official loaders read them.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import lzma
@@ -84,7 +85,12 @@ def file_unit(kind: str, path: str, *, field: str = "") -> Unit:
 
 
 def _raw_lines(unit: Unit) -> Iterator[bytes]:
-    """The byte lines (``\\n`` kept) whose first byte lies in [start, stop)."""
+    """The byte lines (``\\n`` kept) whose first byte lies in [start, stop); a ``.gz`` file is
+    decompressed and read whole (its units are whole files: a byte offset cannot be seeked)."""
+    if unit.path.endswith(".gz"):
+        with gzip.open(unit.path, "rb") as f:
+            yield from f
+        return
     with open(unit.path, "rb") as f:
         pos = unit.start
         if pos > 0:
