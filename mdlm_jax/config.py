@@ -42,6 +42,17 @@ def default_config() -> ml_collections.ConfigDict:
         # run the blocks as one lax.scan over their stacked params: XLA compiles one block instead of
         # n_blocks (compile time); same parameters, same numbers (dropout masks differ, not their law)
         scan_blocks=False,
+        # model.name='bert': a Hugging Face BERT directory (config.json + model.safetensors or
+        # pytorch_model.bin) whose architecture fills the model fields and whose weights initialise
+        # training (when the workdir has no checkpoint) or are evaluated and sampled as they are
+        pretrained="",
+        # BERT only (its hidden_size, n_blocks, n_heads and dropout are the fields above)
+        bert=ml_collections.ConfigDict(dict(
+            intermediate_size=0,  # 0 = mlp_ratio x hidden_size
+            max_position_embeddings=512,
+            type_vocab_size=2,
+            layer_norm_eps=1e-12,
+        )),
     ))
 
     c.diffusion = ml_collections.ConfigDict(dict(

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import jax
 from jax.sharding import Mesh, NamedSharding
 
-from mdlm_jax import data, parallel
+from mdlm_jax import data, interop, parallel
 from mdlm_jax.evals import registry
 from mdlm_jax.training import optim, task as task_lib
 
@@ -52,8 +52,11 @@ class Experiment:
 def build(cfg, mode: str = "train") -> Experiment:
     """Distributed start-up, mesh, tokenizer, objective and model, optimizer and the state's
     shardings; the batch sizes ``mode`` ('train', 'eval', 'zero_shot', 'sample') uses are checked
-    against the mesh here, before anything compiles."""
+    against the mesh here, before anything compiles. With ``model.pretrained`` the model fields
+    are first filled (in ``cfg``) from that directory's architecture."""
     parallel.initialize_distributed(cfg.distributed)
+    if cfg.model.get("pretrained"):
+        interop.apply_pretrained_architecture(cfg)
     mesh = parallel.make_mesh(cfg.mesh)
     if mode == "train":
         parallel.check_batch_size(cfg.train.batch_size, mesh, cfg.train.microbatches, name="train.batch_size")

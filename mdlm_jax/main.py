@@ -47,9 +47,11 @@ def load_config(mode: str, workdir: str, *, requested, overrides: dict, config_g
     nothing on disk.
     """
     has_checkpoint = checkpoint.has_checkpoint(workdir)
-    if mode != "train" and not has_checkpoint:
-        raise FileNotFoundError(f"No checkpoint in {workdir}: check --workdir, train first (--mode=train), or "
-                                "import one (python -m mdlm_jax.interop import ...).")
+    no_checkpoint = (f"No checkpoint in {workdir}: check --workdir, train first (--mode=train), import one "
+                     "(python -m mdlm_jax.interop import ...), or evaluate a pretrained BERT as it is "
+                     "(--config=... --config.model.pretrained=DIR).")
+    if mode != "train" and not has_checkpoint and not config_given:
+        raise FileNotFoundError(no_checkpoint)
     if mode == "train" and step is not None:
         raise ValueError("--step chooses the checkpoint of eval, sample and zero_shot; training resumes from the "
                          "latest one.")
@@ -64,6 +66,8 @@ def load_config(mode: str, workdir: str, *, requested, overrides: dict, config_g
         logging.warning("%s", line)
     for line in resolved.notes:
         logging.info("%s", line)
+    if mode != "train" and not has_checkpoint and not resolved.cfg.model.get("pretrained"):
+        raise FileNotFoundError(no_checkpoint)
     config_lib.validate(resolved.cfg, mode)
     return resolved.cfg, found
 
@@ -108,7 +112,10 @@ def main(argv):
                                 config_given=flags.FLAGS["config"].present, step=_STEP.value,
                                 allow_change=_ALLOW.value)
         s = experiment.build(cfg, mode)
-        if mode != "train":
+        if mode != "train" and step is None:  # no checkpoint: model.pretrained as it is
+            tree = train.pretrained_params(s)
+            weights = task_lib.Weights(params=tree, ema_params=tree)
+        elif mode != "train":
             weights = _weights(s, workdir, step, use_ema=mode == "sample" or cfg.eval.use_ema)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
@@ -123,7 +130,7 @@ def main(argv):
         return
     if mode == "eval":
         metrics = evaluate.evaluate(s, weights, step=step)
-        path = epath.Path(workdir) / f"eval_step_{step}.json"
+        path = epath.Path(workdir) / (f"eval_step_{step}.json" if step is not None else "eval_pretrained.json")
         if jax.process_index() == 0:
             path.write_text(json.dumps(dict(metrics, step=step), indent=2))
             logging.info("Wrote %s", path)

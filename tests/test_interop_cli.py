@@ -85,7 +85,7 @@ def assert_trees_equal(a, b):
 
 
 @pytest.mark.parametrize("use_ema", [True, False], ids=["ema", "raw"])
-@pytest.mark.parametrize("fmt", cli.FORMATS)
+@pytest.mark.parametrize("fmt", [f for f in cli.FORMATS if f != "hf-bert"])  # the DiT's; BERT's: test_bert_mdlm
 def test_export_import_round_trip_is_bit_exact_with_same_eval(trained, evaluated, fmt, use_ema, capsys):
     root, _, cfg, arrays, step = trained
     out = export(trained, fmt, *([] if use_ema else ["--no-ema"]), name=f"{fmt}_{use_ema}")
@@ -407,6 +407,8 @@ def test_export_errors_name_the_problem(trained, capsys, tmp_path):
     err = error(capsys, "export", "--workdir", work, "--format", "hf", "--out", tmp_path / "x",
                 "--config.model.hidden_size=32")
     assert "need --config" in err
+    err = error(capsys, "export", "--workdir", work, "--format", "hf-bert", "--out", tmp_path / "x")
+    assert "--format hf-bert is the format of model.name 'bert'" in err and "holds model.name 'dit'" in err
     assert not (tmp_path / "x").exists()
 
 
@@ -417,7 +419,7 @@ def test_layouts_are_keyed_by_model_name(trained, tmp_path):
     other = cfg.copy_and_resolve_references()
     other.model.name = "toy_unmapped_backbone"
     with pytest.raises(ValueError, match=r"model.name 'toy_unmapped_backbone' has no PyTorch layout "
-                                         r"\(registered: \['dit'.*register_mapping"):
+                                         r"\(registered: \['bert', 'dit'.*register_mapping"):
         cli.export(str(work), str(tmp_path / "x.pt"), fmt="state_dict", cfg=other)
     with pytest.raises(ValueError, match="already has a PyTorch mapping"):
         mappings.register_mapping("dit", mappings.mapping_for("dit"))

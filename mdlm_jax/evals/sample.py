@@ -181,7 +181,7 @@ def new_sample_path(workdir, step: int, s) -> epath.Path:
     """``workdir/samples/step_N_<sampler>_seed<k>.jsonl``, with ``-2``, ``-3`` ... added when that
     file exists: a sampler run never overwrites another's samples (or leaves a stale page)."""
     label = re.sub(r"[^A-Za-z0-9.=]+", "_", f"{_describe(s)} seed{s.cfg.sample.seed}").strip("_")
-    base = epath.Path(workdir) / "samples" / f"step_{step}_{label}"
+    base = epath.Path(workdir) / "samples" / f"{f'step_{step}' if step is not None else 'pretrained'}_{label}"
     path, n = base.with_suffix(".jsonl"), 1
     while path.exists() or path.with_suffix(".html").exists():
         n += 1

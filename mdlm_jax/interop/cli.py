@@ -1,7 +1,7 @@
 """``python -m mdlm_jax.interop``: training checkpoints <-> the official MDLM file layouts.
 
     python -m mdlm_jax.interop export --workdir DIR [--step N] [--ema | --no-ema] \\
-        --format lightning|state_dict|safetensors|hf --out OUT [--config configs/X.py] [--mask-id M]
+        --format lightning|state_dict|safetensors|hf|hf-bert --out OUT [--config configs/X.py] [--mask-id M]
     python -m mdlm_jax.interop import --from PATH --config configs/X.py --workdir OUT \\
         [--ema | --no-ema] [--config.a.b=v ...]
 
@@ -15,7 +15,10 @@ weights) as host numpy arrays, without an accelerator, and writes:
   does not end in ``.safetensors``);
 * ``hf``: OUT/model.safetensors + OUT/config.json as in the ``kuleshov-group/mdlm-owt`` release, with
   the remote code that ``transformers.AutoModelForMaskedLM.from_pretrained(OUT, trust_remote_code=True)``
-  loads.
+  loads;
+* ``hf-bert`` (``model.name='bert'``): OUT/config.json + OUT/model.safetensors as a Hugging Face
+  ``BertForMaskedLM`` (no remote code), which ``transformers`` and its ``run_glue.py`` load, as
+  does ``python -m mdlm_jax.glue --init OUT``.
 
 The model architecture comes from the config saved in the checkpoint (``--config`` replaces it)
 and the vocabulary size from the embedding. ``import`` reads any of these files (or the official
@@ -38,10 +41,10 @@ from etils import epath
 
 from mdlm_jax import checkpoint, config as config_lib, data, experiment, models, objectives
 from mdlm_jax.experiment import Experiment
-from mdlm_jax.interop import formats, mappings
+from mdlm_jax.interop import formats, hf_bert, mappings
 from mdlm_jax.training import task as task_lib
 
-FORMATS = ("lightning", "state_dict", "safetensors", "hf")
+FORMATS = ("lightning", "state_dict", "safetensors", "hf", "hf-bert")
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -53,8 +56,8 @@ def _check_out(out: str, fmt: str) -> None:
     if fmt in ("lightning", "state_dict") and not out.endswith(formats.TORCH_SUFFIXES):
         raise ValueError(f"--out for {fmt} must end in one of {formats.TORCH_SUFFIXES} (so that it can be "
                          f"read back); got {out!r}.")
-    if fmt == "hf" and os.path.isfile(out):
-        raise ValueError(f"--out for hf is a directory; {out!r} is a file.")
+    if fmt in ("hf", "hf-bert") and os.path.isfile(out):
+        raise ValueError(f"--out for {fmt} is a directory; {out!r} is a file.")
 
 
 def _model_from_config(cfg, vocab_size: int):
@@ -106,7 +109,14 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
         if saved_config is None:
             raise ValueError(f"Step {step} in {workdir} has no saved config; pass --config.")
         cfg, _ = config_lib.from_saved(saved_config)  # fields added since the save take their defaults
+    if (fmt == "hf-bert") != (cfg.model.name == "bert"):
+        raise ValueError(f"--format hf-bert is the format of model.name 'bert' (and only it); step {step} in "
+                         f"{workdir} holds model.name {cfg.model.name!r}: choose "
+                         f"{'hf-bert' if cfg.model.name == 'bert' else 'one of ' + ', '.join(FORMATS[:-1])}.")
     mapping = mappings.mapping_for(cfg.model.name)
+    if fmt == "hf-bert":
+        return _export_bert(arrays[weights_key], cfg, out, mapping, where=f"'{weights_key}' of step {step} in "
+                            f"{workdir}", step=step, use_ema=use_ema, start=start)
     embedding = arrays[keys[0]].get("vocab_embed") if isinstance(arrays[keys[0]], dict) else None
     if embedding is None:
         raise ValueError(f"Step {step} in {workdir} holds no DiT parameters (no 'vocab_embed').")
@@ -136,6 +146,19 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
 
 
 # ------------------------------------------------------------------------------------------- import
+
+
+def _export_bert(tree, cfg, out: str, mapping, *, where: str, step: int, use_ema: bool, start: float) -> dict:
+    embedding = tree.get("embeddings", {}).get("word_embeddings", {}).get("embedding")
+    if embedding is None:
+        raise ValueError(f"{where} holds no BERT parameters (no embeddings/word_embeddings).")
+    model = _model_from_config(cfg, int(embedding.shape[0]))
+    mapping.check(tree, model, where)
+    hf_bert.save_hf_bert(out, model.config, tree)
+    written = [os.path.join(out, name) for name in (hf_bert.SAFETENSORS, hf_bert.CONFIG)]
+    return dict(format="hf-bert", step=step, weights="ema" if use_ema else "raw", paths=written,
+                tensors=len(models.bert.hf_names(model.config)), bytes=sum(os.path.getsize(p) for p in written),
+                seconds=time.perf_counter() - start)
 
 
 def _check_vocab(sd: dict, meta: dict, s: Experiment, source: str) -> None:

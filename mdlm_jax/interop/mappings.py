@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, NamedTuple
 
-from mdlm_jax.interop import params as dit_params
+import flax.linen as nn
+from flax import traverse_util
+
+from mdlm_jax.interop import hf_bert, params as dit_params
+from mdlm_jax.models import bert
 
 
 class TorchMapping(NamedTuple):
@@ -39,3 +43,46 @@ def mapping_for(model_name: str) -> TorchMapping:
 
 register_mapping("dit", TorchMapping(dit_params.params_from_torch, dit_params.params_to_torch,
                                      dit_params.check_params))
+
+
+def _check_bert(params, model, where: str) -> None:
+    """Missing or misshaped params raise in ``params_to_hf``; extra ones are named here."""
+    try:
+        expected = bert.params_from_hf(bert.params_to_hf(params, model), model)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+    extra = set(traverse_util.flatten_dict(nn.meta.unbox(params))) - set(traverse_util.flatten_dict(expected))
+    if extra:
+        raise ValueError(f"{where}: unexpected BERT params {sorted('/'.join(p) for p in extra)[:8]}.")
+
+
+register_mapping("bert", TorchMapping(bert.params_from_hf, bert.params_to_hf, _check_bert))
+
+
+class Pretrained(NamedTuple):
+    """``model.pretrained`` for one backbone: ``model_fields(path) -> {cfg.model field: value}``
+    (the architecture) and ``load(path, model) -> params`` (float32 numpy, ``model``'s tree)."""
+
+    model_fields: Callable[[str], dict]
+    load: Callable[[str, Any], dict]
+
+
+PRETRAINED: dict[str, Pretrained] = {"bert": Pretrained(hf_bert.model_fields, hf_bert.load_pretrained)}
+
+
+def pretrained_for(model_name: str) -> Pretrained:
+    if model_name not in PRETRAINED:
+        raise ValueError(f"model.pretrained is supported for model.name {sorted(PRETRAINED)}, not {model_name!r}; "
+                         "a DiT starts from train.init_checkpoint (or python -m mdlm_jax.interop import).")
+    return PRETRAINED[model_name]
+
+
+def apply_pretrained_architecture(cfg) -> None:
+    """Fills ``cfg.model``'s architecture fields from ``model.pretrained`` (in place), so that the
+    run's saved config describes the model without the directory."""
+    fields = dict(pretrained_for(cfg.model.name).model_fields(cfg.model.pretrained))
+    nested = {k: fields.pop(k) for k in [k for k, v in fields.items() if isinstance(v, dict)]}
+    with cfg.unlocked():
+        cfg.model.update(fields)
+        for name, values in nested.items():
+            cfg.model[name].update(values)

@@ -21,7 +21,6 @@ from mdlm_jax import models, objectives, parallel
 from mdlm_jax.training import optim
 from mdlm_jax.diffusion import losses
 from mdlm_jax.diffusion.schedules import NoiseSchedule, get_schedule
-from mdlm_jax.models import dit
 
 
 class Streams(NamedTuple):
@@ -97,22 +96,26 @@ def prepare(task: Task, batch: dict, rng, sobol_rng, sobol_offset=0) -> dict:
     return task.objective.prepare(batch, rng, sobol_rng, sobol_offset)
 
 
-def _outputs(task: Task, params, tokens, sigma, *, train: bool, rng):
+def _outputs(task: Task, params, tokens, sigma, *, train: bool, rng, attention_mask=None):
     """(model output, the ``nll`` argument of the loss functions): logits and None (``token_nll``);
     or, with ``model.loss_chunk`` > 0, the output layer's input and the fused
-    ``losses.chunked_token_nll``, which never materialises the (B, L, V) logits."""
+    ``losses.chunked_token_nll``, which never materialises the (B, L, V) logits. A backbone with
+    ``uses_attention_mask`` (BERT) is given the batch's padding mask."""
     chunk = task.cfg.model.loss_chunk
-    rngs = {"dropout": rng} if train else {}
+    kwargs = {"rngs": {"dropout": rng} if train else {}}
+    if attention_mask is not None and getattr(task.model, "uses_attention_mask", False):
+        kwargs["attention_mask"] = attention_mask
     if not chunk:
-        return task.model.apply({"params": params}, tokens, sigma, train=train, rngs=rngs), None
-    out = task.model.apply({"params": params}, tokens, sigma, train=train, rngs=rngs, return_hidden=True)
-    project = functools.partial(dit.project_hidden, task.model, params)
+        return task.model.apply({"params": params}, tokens, sigma, train=train, **kwargs), None
+    out = task.model.apply({"params": params}, tokens, sigma, train=train, return_hidden=True, **kwargs)
+    project = functools.partial(models.project_hidden, task.model, params)
     return out, lambda hidden, targets: losses.chunked_token_nll(hidden, project, targets, task.mask_id, chunk)
 
 
 def token_losses(task: Task, params, ex: dict, *, train: bool, rng=None) -> losses.LossOutput:
     """The objective's loss of the examples in ``ex`` (the NELBO, or the AR NLL), per token and reduced."""
-    return task.objective.token_losses(functools.partial(_outputs, task, params, train=train, rng=rng), ex)
+    return task.objective.token_losses(functools.partial(_outputs, task, params, train=train, rng=rng,
+                                                         attention_mask=ex.get("am")), ex)
 
 
 def loss_sums(task: Task, params, ex: dict, *, train: bool, rng=None):

@@ -13,7 +13,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from mdlm_jax import checkpoint, data, evals, parallel
+from mdlm_jax import checkpoint, data, evals, interop, parallel
 from mdlm_jax.evals import sample
 from mdlm_jax.training import flops, summary, task as task_lib
 from mdlm_jax.experiment import Experiment, build
@@ -37,13 +37,23 @@ def restore_or_init(s: Experiment, ckpt: checkpoint.Checkpointer):
         logging.info("Resumed from step %d", step)
         return state, data_state
     state = task_lib.init_state(s.task, s.optimizer, s.mesh, s.shardings, s.cfg.seed, s.cfg.data.seq_len)
-    if s.cfg.train.init_checkpoint:
-        params = checkpoint.restore_params(s.cfg.train.init_checkpoint, s.abstract_state.params)
-        logging.info("Initialised params from %s", s.cfg.train.init_checkpoint)
+    source = s.cfg.train.init_checkpoint or s.cfg.model.get("pretrained")
+    if source:
+        if s.cfg.train.init_checkpoint:
+            params = checkpoint.restore_params(s.cfg.train.init_checkpoint, s.abstract_state.params)
+        else:
+            params = pretrained_params(s)
+        logging.info("Initialised params from %s", source)
         # Separate buffers: the train step donates params and ema_params.
         state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params),
                               opt_state=jax.jit(s.optimizer.init, out_shardings=s.shardings.opt_state)(params))
     return state, None
+
+
+def pretrained_params(s: Experiment):
+    """``model.pretrained``'s weights on the mesh, in the experiment's parameter shardings."""
+    tree = interop.pretrained_for(s.cfg.model.name).load(s.cfg.model.pretrained, s.task.model)
+    return jax.device_put(tree, s.shardings.params)
 
 
 class PreemptionGuard:
