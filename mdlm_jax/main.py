@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from mdlm_jax import checkpoint, config as config_lib, experiment, run_config
+from mdlm_jax import checkpoint, config as config_lib, experiment, interop, run_config
 from mdlm_jax.evals import evaluate, sample, zero_shot
 from mdlm_jax.training import task as task_lib, train
 
@@ -55,6 +55,8 @@ def load_config(mode: str, workdir: str, *, requested, overrides: dict, config_g
     if mode == "train" and step is not None:
         raise ValueError("--step chooses the checkpoint of eval, sample and zero_shot; training resumes from the "
                          "latest one.")
+    if requested.model.get("pretrained"):  # its architecture, before comparing with a saved config
+        interop.apply_pretrained_architecture(requested)
     saved, found = checkpoint.saved_config(workdir, step=step) if has_checkpoint else (None, None)
     if found is not None and saved is None:
         logging.warning("Checkpoint step %d in %s has no saved config: using the command line's.", found, workdir)

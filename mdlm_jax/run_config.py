@@ -27,14 +27,15 @@ from mdlm_jax import config as config_lib
 MODEL_FIELDS = ("model.name", "model.n_blocks", "model.hidden_size", "model.n_heads", "model.cond_dim",
                 "model.mlp_ratio", "model.time_conditioning", "diffusion.parameterization", "diffusion.subs_masking",
                 "diffusion.schedule", "diffusion.schedule_params", "diffusion.sampling_eps", "data.tokenizer",
-                "diffusion.change_of_variables")  # under change of variables the backbone sees t, not sigma
+                "diffusion.change_of_variables",  # under change of variables the backbone sees t, not sigma
+                "model.bert")
 DATA_FIELDS = ("seed", "data.source", "data.files", "data.txt_split", "data.jsonl_field", "data.seq_len",
                "data.packing", "data.detokenizer", "data.owt_val_documents", "data.val_fraction",
                "train.batch_size", "diffusion.time_sampler", "diffusion.num_steps", "diffusion.importance_sampling")
 MACHINE_FIELDS = ("mesh", "distributed", "model.dtype", "model.attention_impl", "model.remat", "model.loss_chunk",
                   "model.scan_blocks", "data.path", "data.tfds_data_dir", "data.tokenizer_path", "data.cache_dir",
                   "data.allow_download", "train.async_checkpoints", "train.peak_tflops",
-                  "train.preemption_check_every", "train.microbatches")
+                  "train.preemption_check_every", "train.microbatches", "model.pretrained")
 
 
 class ConfigMismatch(ValueError):

@@ -5,6 +5,7 @@ layout with one ``register_mapping`` line (the BERT backbone, for example, maps 
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping, NamedTuple
 
 import flax.linen as nn
@@ -79,7 +80,11 @@ def pretrained_for(model_name: str) -> Pretrained:
 
 def apply_pretrained_architecture(cfg) -> None:
     """Fills ``cfg.model``'s architecture fields from ``model.pretrained`` (in place), so that the
-    run's saved config describes the model without the directory."""
+    run's saved config describes the model without the directory. A directory that is not there
+    changes nothing (a saved config already holds the fields; where the weights are needed, the
+    loader names the missing directory)."""
+    if not os.path.isdir(cfg.model.pretrained):
+        return
     fields = dict(pretrained_for(cfg.model.name).model_fields(cfg.model.pretrained))
     nested = {k: fields.pop(k) for k in [k for k, v in fields.items() if isinstance(v, dict)]}
     with cfg.unlocked():

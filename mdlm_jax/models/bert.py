@@ -291,6 +291,11 @@ class Bert(nn.Module):
     config: BertConfig
     dtype: Dtype = jnp.float32
     uses_attention_mask = True  # the objectives' padding mask reaches attention (the DiT has none)
+    time_conditioning = False  # what the samplers ask a backbone: a BERT never sees sigma
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
 
     def setup(self):
         self.embeddings = Embeddings(self.config)

@@ -51,8 +51,12 @@ def restore_or_init(s: Experiment, ckpt: checkpoint.Checkpointer):
 
 
 def pretrained_params(s: Experiment):
-    """``model.pretrained``'s weights on the mesh, in the experiment's parameter shardings."""
-    tree = interop.pretrained_for(s.cfg.model.name).load(s.cfg.model.pretrained, s.task.model)
+    """``model.pretrained``'s weights on the mesh, in the experiment's parameter shardings; a
+    StartupError names a missing or mismatched directory."""
+    try:
+        tree = interop.pretrained_for(s.cfg.model.name).load(s.cfg.model.pretrained, s.task.model)
+    except (OSError, ValueError) as e:
+        raise StartupError(f"model.pretrained: {e}") from e
     return jax.device_put(tree, s.shardings.params)
 
 
