@@ -98,6 +98,7 @@ def test_bert_is_evaluated_fine_tuned_resumed_exported_and_sampled(setup, tmp_pa
     transformers, torch = pytest.importorskip("transformers"), pytest.importorskip("torch")
     hf, info = transformers.BertForMaskedLM.from_pretrained(out, output_loading_info=True)
     assert not any(info.values()), info
+    assert transformers.AutoTokenizer.from_pretrained(out)("the river")["input_ids"] == [101, 1996, 2314, 102]
     cfg, step = configured(root, "sample", work)
     s = experiment.build(cfg, "sample")
     params = checkpoint.restore_params(str(work), s.abstract_state.params, use_ema=False)

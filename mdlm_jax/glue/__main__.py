@@ -24,9 +24,6 @@ from mdlm_jax import config as config_lib, data, parallel
 from mdlm_jax.glue import finetune, metrics, tasks as tasks_lib
 from mdlm_jax.interop import hf_bert
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")
-
-
 def parse_tasks(value: str) -> list[str]:
     names = list(tasks_lib.TASKS) if value == "all" else [t.strip().lower() for t in value.split(",") if t.strip()]
     for name in names:
@@ -58,7 +55,7 @@ def main(argv=None) -> int:
         config, params, info = hf_bert.load_hf_bert(args.init)
         pooler = hf_bert.read_pooler(args.init)
         tok_dir = args.tokenizer or (args.init if any(os.path.isfile(os.path.join(args.init, f))
-                                                      for f in TOKENIZER_FILES) else "")
+                                                      for f in hf_bert.TOKENIZER_FILES[:2]) else "")
         tokenizer = data.get_tokenizer("bert-base-uncased", path=tok_dir)
         if tokenizer.vocab_size != config.vocab_size:
             raise ValueError(f"The tokenizer has {tokenizer.vocab_size} entries but the BERT at {args.init} has "

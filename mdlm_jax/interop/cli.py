@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -156,6 +157,17 @@ def _export_bert(tree, cfg, out: str, mapping, *, where: str, step: int, use_ema
     mapping.check(tree, model, where)
     hf_bert.save_hf_bert(out, model.config, tree)
     written = [os.path.join(out, name) for name in (hf_bert.SAFETENSORS, hf_bert.CONFIG)]
+    # The tokenizer files too, so that transformers (and run_glue.py) load the directory alone.
+    for directory in (cfg.data.tokenizer_path, cfg.model.get("pretrained", "")):
+        found = [f for f in hf_bert.TOKENIZER_FILES if directory and os.path.isfile(os.path.join(directory, f))]
+        if found:
+            for name in found:
+                shutil.copyfile(os.path.join(directory, name), os.path.join(out, name))
+                written.append(os.path.join(out, name))
+            break
+    else:
+        print(f"warning: no tokenizer files ({', '.join(hf_bert.TOKENIZER_FILES)}) in data.tokenizer_path or "
+              f"model.pretrained; copy the model's vocab.txt into {out} for transformers' tokenizer.", file=sys.stderr)
     return dict(format="hf-bert", step=step, weights="ema" if use_ema else "raw", paths=written,
                 tensors=len(models.bert.hf_names(model.config)), bytes=sum(os.path.getsize(p) for p in written),
                 seconds=time.perf_counter() - start)

@@ -21,6 +21,8 @@ from mdlm_jax.models import bert
 
 CONFIG = "config.json"
 SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
+# What transformers' BERT tokenizers read from a model directory.
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def _read_weights(directory: pathlib.Path) -> tuple[dict[str, np.ndarray], str]:
