@@ -30,7 +30,8 @@ def default_config() -> ml_collections.ConfigDict:
         time_conditioning=False,  # the paper's released setting: sigma is zeroed, adaLN stays
         dtype="bfloat16",      # compute dtype of matmuls; params/optimizer are always float32
         # '' lets jax choose (XLA on every platform as of jax 0.10); 'xla' or 'cudnn' (CUDA, bf16/fp16)
-        # forces one; 'auto' takes cuDNN flash attention on a CUDA GPU in bf16/fp16, else XLA
+        # forces one; 'chunked' is a pure-JAX memory-efficient attention (O(L) memory, any platform);
+        # 'auto' takes cuDNN flash attention on a CUDA GPU in bf16/fp16, else XLA
         attention_impl="",
         # what the backward pass recomputes per block: 'none'; 'block' (keep only block inputs, least
         # memory); 'dots_saveable' (keep the weight matmuls, recompute attention scores: long L)

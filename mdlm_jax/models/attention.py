@@ -5,7 +5,8 @@ einsum-softmax-einsum on every platform. 'xla' forces that. 'cudnn' is cuDNN fla
 ``jax.nn.dot_product_attention`` (CUDA GPUs from Ampere on, bf16 / fp16, head_dim a multiple of 8 up
 to 128, or 256 on Hopper; jax raises otherwise). 'splash' is the Pallas TPU splash-attention kernel
 (L a multiple of 128); off TPU it runs in Pallas interpret mode, which is exact but orders of
-magnitude slower: for tests only. 'auto' takes splash on TPU and cuDNN on a capable GPU where their
+magnitude slower: for tests only. 'chunked' is ``chunked_attention`` (pure JAX, online softmax over
+key blocks with a recomputing backward pass: O(L) memory on any platform). 'auto' takes splash on TPU and cuDNN on a capable GPU where their
 conditions hold, XLA everywhere else.
 """
 
@@ -20,7 +21,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn", "splash", "auto")
+from mdlm_jax.models import chunked_attention
+
+ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn", "splash", "chunked", "auto")
 
 SPLASH_BLOCK = 128  # the kernel's lane width: block sizes, hence L, must be multiples of it
 
@@ -123,4 +126,6 @@ def dot_product_attention(q, k, v, causal: bool, implementation: Optional[str]):
     impl = resolve_attention_impl(implementation, q.dtype, q.shape[-1], q.shape[1])
     if impl == "splash":
         return splash_attention(q, k, v, causal)
+    if impl == "chunked":
+        return chunked_attention.chunked_attention(q, k, v, causal=causal)
     return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=impl)
