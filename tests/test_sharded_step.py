@@ -115,3 +115,31 @@ def test_fused_loss_and_scanned_blocks_give_the_same_step(parameterization):
     cfg.model.update(loss_chunk=5, scan_blocks=True)
     assert_same(run_steps(cfg), run_steps(small_config(parameterization)))
 
+
+
+@pytest.mark.parametrize("name", ["dit", "bert"])
+def test_activation_shardings_are_in_the_lowered_step(name):
+    """On a 2 x 2 x 2 mesh the step carries the logical activation constraints: the residual stream
+    and logits over the batch axes, q/k/v and the MLP's hidden layer over tensor as well (the
+    numbers are the unsharded step's: test_same_loss_and_update_on_every_mesh)."""
+    cfg = small_config(mesh=(2, 2, 2))
+    cfg.model.name = name
+    cfg.data.seq_len = LENGTH
+    mesh = parallel.make_mesh(cfg.mesh)
+    task = task_lib.make_task(cfg, 64, 60)  # a vocabulary the tensor axis divides
+    optimizer = optim.make_optimizer(cfg.optim)
+    abstract, shardings = task_lib.state_shardings(task, optimizer, mesh, LENGTH)
+    step = task_lib.make_train_step(task, optimizer, mesh, shardings)
+    batch = {"input_ids": jax.ShapeDtypeStruct((BATCH, LENGTH), np.int32, sharding=parallel.batch_sharding(mesh)),
+             "attention_mask": jax.ShapeDtypeStruct((BATCH, LENGTH), np.float32,
+                                                    sharding=parallel.batch_sharding(mesh))}
+    with jax.set_mesh(mesh):
+        text = step.lower(abstract, batch).as_text()
+    constraints = [line for line in text.splitlines() if "sharding_constraint" in line]
+    batch_only = '[{"data", "fsdp"}, {}, {}]'
+    heads = '[{"data", "fsdp"}, {}, {"tensor"}, {}]'
+    vocab = '[{"data", "fsdp"}, {}, {"tensor"}]'
+    assert sum(batch_only in c for c in constraints) >= cfg.model.n_blocks, constraints
+    assert any(vocab in c and "x64x" in c for c in constraints)  # the (B, L, V) logits
+    if name == "dit":
+        assert sum(heads in c for c in constraints) >= 4 * cfg.model.n_blocks  # q, k, v, out

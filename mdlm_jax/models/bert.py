@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mdlm_jax.models.layers import partitioned
+from mdlm_jax.models.layers import constrain, partitioned
 from mdlm_jax.models.registry import register_model
 from mdlm_jax.validation import check_token_ids
 
@@ -238,6 +238,7 @@ class Encoder(nn.Module):
     def __call__(self, x, mask_bias, deterministic: bool):
         for i in range(self.config.num_hidden_layers):
             x = Layer(self.config, self.dtype, name=f"layer_{i}")(x, mask_bias, deterministic)
+            x = constrain(x, ("batch", "length", "embed"))
         return x
 
 
@@ -324,7 +325,8 @@ class Bert(nn.Module):
     def __call__(self, tokens, sigma=None, train: bool = False, return_hidden: bool = False, attention_mask=None):
         del sigma  # a BERT sees only tokens
         x = self.encode(tokens, attention_mask, train)
-        return self.cls(x, self.embeddings.word_embeddings.embedding, project=not return_hidden)
+        out = self.cls(x, self.embeddings.word_embeddings.embedding, project=not return_hidden)
+        return out if return_hidden else constrain(out, ("batch", "length", "vocab"))
 
 
 def project_hidden(model: Bert, params, hidden):

@@ -57,9 +57,11 @@ class Attention(nn.Module):
                                                    ("embed", None, "heads", "kv")),
                            (dim, 3, self.n_heads, head_dim))
         qkv = jnp.einsum("bld,dthk->tblhk", x.astype(self.dtype), w_qkv.astype(self.dtype))
-        q = layers.apply_rotary(qkv[0], cos, sin)
-        k = layers.apply_rotary(qkv[1], cos, sin)
-        out = attention.dot_product_attention(q, k, qkv[2], self.causal, self.implementation)
+        heads = ("batch", "length", "heads", "kv")
+        q = layers.constrain(layers.apply_rotary(qkv[0], cos, sin), heads)
+        k = layers.constrain(layers.apply_rotary(qkv[1], cos, sin), heads)
+        v = layers.constrain(qkv[2], heads)
+        out = layers.constrain(attention.dot_product_attention(q, k, v, self.causal, self.implementation), heads)
         w_out = self.param("attn_out", partitioned(layers.torch_linear_init(dim),
                                                    ("heads", "kv", "embed")),
                            (self.n_heads, head_dim, dim))
@@ -76,7 +78,7 @@ class Mlp(nn.Module):
     def __call__(self, x):
         dim = x.shape[-1]
         h = Dense(self.mlp_ratio * dim, ("embed", "mlp"), dtype=self.dtype, name="mlp_0")(x)
-        h = nn.gelu(h, approximate=True)
+        h = layers.constrain(nn.gelu(h, approximate=True), ("batch", "length", "mlp"))
         return Dense(dim, ("mlp", "embed"), dtype=self.dtype, name="mlp_2")(h)
 
 
@@ -114,7 +116,7 @@ class Block(nn.Module):
         x = residual(x, h, gate1)
         h = branch(LayerNorm(name="norm2")(x), shift2, scale2)
         h = Mlp(self.mlp_ratio, self.dtype, name="mlp")(h)
-        return residual(x, h, gate2)
+        return layers.constrain(residual(x, h, gate2), ("batch", "length", "embed"))
 
 
 class FinalLayer(nn.Module):
@@ -134,8 +136,9 @@ class FinalLayer(nn.Module):
             x = modulate(x, shift, scale)
         if not project:
             return x
-        return Dense(self.vocab_size, ("embed", "vocab"), zero_init=True, dtype=self.dtype,
-                     out_dtype=jnp.float32, name="linear")(x)
+        logits = Dense(self.vocab_size, ("embed", "vocab"), zero_init=True, dtype=self.dtype,
+                       out_dtype=jnp.float32, name="linear")(x)
+        return layers.constrain(logits, ("batch", "length", "vocab"))
 
 
 def project_hidden(model: "DiT", params, hidden):
@@ -190,7 +193,7 @@ class DiT(nn.Module):
         dim = self.hidden_size
         embedding = self.param("vocab_embed", partitioned(layers.torch_linear_init(dim), ("vocab", "embed")),
                                (self.vocab_size, dim))
-        x = jnp.take(embedding, tokens, axis=0)
+        x = layers.constrain(jnp.take(embedding, tokens, axis=0), ("batch", "length", "embed"))
         if self.causal:
             c = None
         else:

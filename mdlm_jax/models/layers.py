@@ -30,6 +30,25 @@ def partitioned(init, names):
     return nn.with_logical_partitioning(init, names)
 
 
+def constrain(x, names):
+    """Activation sharding by logical axis names (``batch``, ``length``, ``embed``, ``heads``,
+    ``kv``, ``mlp``, ``vocab``) through the rules the train and eval steps set
+    (``nn.logical_axis_rules``) on the context mesh; outside them (sampling, tests, one device) x
+    is returned as it is. A mesh axis that does not divide its dimension (a 50,258-entry vocabulary
+    over 4 tensor shards) is left out, as for parameters. Shapes: x (...) -> x."""
+    rules = nn.get_logical_axis_rules()
+    mesh = jax.sharding.get_abstract_mesh()
+    if not rules or mesh.empty:
+        return x
+    spec = nn.logical_to_mesh_axes(names, rules)
+
+    def size(axis):
+        return math.prod(mesh.shape[a] for a in ((axis,) if isinstance(axis, str) else axis))
+
+    fitted = [a if a is None or dim % size(a) == 0 else None for a, dim in zip(spec, x.shape)]
+    return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(*fitted))
+
+
 def timestep_features(sigma, dim: int = 256, max_period: float = 10000.0):
     """Sinusoidal features [cos(sigma f_i), sin(sigma f_i)], f_i = exp(-ln(max_period) i / (dim/2)).
 

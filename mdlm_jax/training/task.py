@@ -100,14 +100,18 @@ def _outputs(task: Task, params, tokens, sigma, *, train: bool, rng, attention_m
     """(model output, the ``nll`` argument of the loss functions): logits and None (``token_nll``);
     or, with ``model.loss_chunk`` > 0, the output layer's input and the fused
     ``losses.chunked_token_nll``, which never materialises the (B, L, V) logits. A backbone with
-    ``uses_attention_mask`` (BERT) is given the batch's padding mask."""
+    ``uses_attention_mask`` (BERT) is given the batch's padding mask. The logical axis rules are set
+    here, so the models' activation constraints (``models.layers.constrain``) reach the mesh."""
     chunk = task.cfg.model.loss_chunk
     kwargs = {"rngs": {"dropout": rng} if train else {}}
+    if chunk:
+        kwargs["return_hidden"] = True
     if attention_mask is not None and getattr(task.model, "uses_attention_mask", False):
         kwargs["attention_mask"] = attention_mask
+    with nn.logical_axis_rules(parallel.LOGICAL_RULES):
+        out = task.model.apply({"params": params}, tokens, sigma, train=train, **kwargs)
     if not chunk:
-        return task.model.apply({"params": params}, tokens, sigma, train=train, **kwargs), None
-    out = task.model.apply({"params": params}, tokens, sigma, train=train, return_hidden=True, **kwargs)
+        return out, None
     project = functools.partial(models.project_hidden, task.model, params)
     return out, lambda hidden, targets: losses.chunked_token_nll(hidden, project, targets, task.mask_id, chunk)
 
