@@ -5,6 +5,7 @@
     python -m mdlm_jax.tools.bench train --scan-blocks false,true
     python -m mdlm_jax.tools.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000
     python -m mdlm_jax.tools.bench matmul --dtype float32
+    python -m mdlm_jax.tools.bench pod --devices 64,256 --sizes small,medium --meshes fsdp,fsdp_tensor
 
 ``--remat``, ``--attention-impl``, ``--loss-chunk`` and ``--scan-blocks`` take comma-separated
 lists (``model.remat``, ``model.attention_impl``, where '' or 'default' is jax's choice,
@@ -17,6 +18,10 @@ practical peak for devices the table does not list (CPUs).
 
 Each row is printed as soon as it is measured (a run cut short keeps what it measured), and the
 table of all rows at the end.
+
+``pod`` compiles (never runs) the train step on N fake CPU devices and prints per-device parameter,
+optimizer + EMA and temporary memory beside a perfect 1 / N split, and the collectives per step
+(``pod_check.py``).
 
 Random weights (speed does not depend on them). Timings exclude compilation, which is reported
 separately; every timed call is synchronised with ``block_until_ready``.
@@ -35,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdlm_jax import config as config_lib, parallel
+from mdlm_jax.tools import pod_check
 from mdlm_jax.training import flops, optim, task as task_lib
 from mdlm_jax.diffusion import sampling
 from mdlm_jax.diffusion.schedules import get_schedule
@@ -216,7 +222,7 @@ def _flag(value: str) -> bool:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["train", "sample", "matmul"])
+    parser.add_argument("what", choices=["train", "sample", "matmul", "pod"])
     parser.add_argument("--size", default="small", choices=sorted(config_lib.MODEL_SIZES))
     parser.add_argument("--lengths", default="128,1024")
     parser.add_argument("--batch", type=int, default=8)
@@ -234,6 +240,11 @@ def main(argv=None) -> None:
     parser.add_argument("--peak-tflops", type=float, default=0.0,
                         help="peak TFLOP/s per device for MFU; 0: the table in mdlm_jax/training/flops.py (train)")
     parser.add_argument("--matmul-size", type=int, default=4096, help="n of the (n, n) matmul (matmul)")
+    parser.add_argument("--devices", default="64,256", help="fake CPU device counts (pod)")
+    parser.add_argument("--sizes", default="small,medium", help="model sizes (pod)")
+    parser.add_argument("--meshes", default="fsdp,fsdp_tensor", help=f"of {sorted(pod_check.MESHES)} (pod)")
+    parser.add_argument("--global-batch", type=int, default=512, help="the paper's global batch (pod)")
+    parser.add_argument("--pod-length", type=int, default=1024, help="L (pod)")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
     remats = args.remat.split(",")
@@ -259,6 +270,12 @@ def main(argv=None) -> None:
                 rows.append(row)
     elif args.what == "matmul":
         rows.append(bench_matmul(args.matmul_size, args.dtype, args.steps))
+    elif args.what == "pod":
+        for devices in (int(d) for d in args.devices.split(",")):
+            for row in pod_check.run_in_subprocess(devices, args.sizes.split(","), args.meshes.split(","),
+                                                   batch=args.global_batch, seq_len=args.pod_length):
+                print_row(row)
+                rows.append(row)
     else:
         for length in lengths:
             for predictor in args.predictors.split(","):
