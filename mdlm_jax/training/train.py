@@ -30,19 +30,22 @@ class StartupError(ValueError):
 
 def restore_or_init(s: Experiment, ckpt: checkpoint.Checkpointer):
     """Resume order: the workdir's latest good checkpoint, else ``train.init_checkpoint``'s
-    params (a fresh optimizer), else a fresh init. Returns (state, data_state or None)."""
+    params (a fresh optimizer), else ``model.pretrained``'s, else a fresh init. Returns (state,
+    data_state or None)."""
     restored = ckpt.restore(s.abstract_state)
     if restored is not None:
         state, data_state, step = restored
         logging.info("Resumed from step %d", step)
         return state, data_state
+    # The init weights are read before the fresh state is built: a missing or mismatched source
+    # fails before any init compiles or allocates.
+    source, params = s.cfg.train.init_checkpoint or s.cfg.model.get("pretrained"), None
+    if s.cfg.train.init_checkpoint:
+        params = checkpoint.restore_params(s.cfg.train.init_checkpoint, s.abstract_state.params)
+    elif source:
+        params = pretrained_params(s)
     state = task_lib.init_state(s.task, s.optimizer, s.mesh, s.shardings, s.cfg.seed, s.cfg.data.seq_len)
-    source = s.cfg.train.init_checkpoint or s.cfg.model.get("pretrained")
-    if source:
-        if s.cfg.train.init_checkpoint:
-            params = checkpoint.restore_params(s.cfg.train.init_checkpoint, s.abstract_state.params)
-        else:
-            params = pretrained_params(s)
+    if params is not None:
         logging.info("Initialised params from %s", source)
         # Separate buffers: the train step donates params and ema_params.
         state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params),
