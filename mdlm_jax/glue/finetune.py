@@ -202,13 +202,14 @@ class Trainer:
                 for batch in self._batches(train, r.batch_size, rng.permutation(len(train))):
                     params, opt_state, loss = step(params, opt_state, self._global(batch), jax.random.fold_in(key, done))
                     done += 1
-                    losses.append(float(loss))
+                    losses.append(loss)  # a device scalar: no host sync per step
                     bar.update()
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                    if done % 50 == 0:
+                        bar.set_postfix(loss=f"{float(loss):.4f}")
                     if done >= total:
                         break
         self.params = params
-        return losses
+        return [float(x) for x in jax.device_get(losses)]
 
     def predict(self, features: Features) -> np.ndarray:
         """Class ids (N,) int, or STS-B scores (N,) float."""
