@@ -43,6 +43,11 @@ def default_config() -> ml_collections.ConfigDict:
         # run the blocks as one lax.scan over their stacked params: XLA compiles one block instead of
         # n_blocks (compile time); same parameters, same numbers (dropout masks differ, not their law)
         scan_blocks=False,
+        # the embedding and output layer hold the vocabulary padded to a multiple of this, so a tensor
+        # axis shards them (GPT-2's 50,258 rows -> 50,304); the zero pad rows never reach a logit, loss
+        # or sample (mdlm_jax/models/vocab.py) and interop reads and writes the real rows. 1: no padding
+        # (what checkpoints saved before this field hold)
+        vocab_multiple=128,
         # model.name='bert': a Hugging Face BERT directory (config.json + model.safetensors or
         # pytorch_model.bin) whose architecture fills the model fields and whose weights initialise
         # training (when the workdir has no checkpoint) or are evaluated and sampled as they are
@@ -224,13 +229,26 @@ def set_field(cfg, path: str, value) -> None:
     node[leaf] = value
 
 
+# Fields added after checkpoints existed whose default would misread those checkpoints: a saved
+# config without the field takes this value (what the code did before the field), not the default.
+LEGACY_VALUES = {"model.vocab_multiple": 1}
+
+
+def legacy_fields(saved: dict) -> list[str]:
+    """The ``LEGACY_VALUES`` fields a saved config lacks (so ``from_saved`` gave them their legacy value)."""
+    have = flatten(saved)
+    return [path for path in LEGACY_VALUES if path not in have]
+
+
 def from_saved(saved: dict) -> tuple[ml_collections.ConfigDict, list[str]]:
     """A config saved with a checkpoint (``cfg.to_dict()`` through JSON) over today's defaults:
-    fields added since take their defaults. Returns (config, saved fields this version does not
-    know, which are dropped)."""
+    fields added since take their defaults (``LEGACY_VALUES``' their legacy value). Returns
+    (config, saved fields this version does not know, which are dropped)."""
     cfg = default_config()
     known = flatten(cfg)
     unknown = []
+    for path in legacy_fields(saved):
+        set_field(cfg, path, LEGACY_VALUES[path])
     for path, value in flatten(saved).items():
         if path not in known:
             unknown.append(path)
@@ -275,6 +293,8 @@ def validate(cfg, mode: str = "train") -> None:
     _check(m.dtype in COMPUTE_DTYPES, f"model.dtype {m.dtype!r} is not a compute dtype; choose one of "
            f"{list(COMPUTE_DTYPES)}.")
     _check(m.name in models.MODELS, f"Unknown model.name {m.name!r}; choose one of {sorted(models.MODELS)}.")
+    _check(isinstance(m.vocab_multiple, int) and m.vocab_multiple >= 1, f"model.vocab_multiple must be an integer "
+           f">= 1 (1: no padding; 128 divides every tensor axis up to 128), got {m.vocab_multiple!r}.")
     _check(d.parameterization in objectives.OBJECTIVES, f"Unknown diffusion.parameterization "
            f"{d.parameterization!r}; choose one of {sorted(objectives.OBJECTIVES)}.")
     _check(d.schedule in schedules.SCHEDULES, f"Unknown diffusion.schedule {d.schedule!r}; choose one of "
@@ -342,7 +362,8 @@ def model_kwargs(cfg) -> dict:
     objective = OBJECTIVES.get(cfg.diffusion.parameterization)
     return dict(n_blocks=m.n_blocks, hidden_size=m.hidden_size, n_heads=m.n_heads, cond_dim=m.cond_dim,
                 mlp_ratio=m.mlp_ratio, dropout=m.dropout, time_conditioning=m.time_conditioning,
-                remat=m.remat, scan_blocks=m.scan_blocks, causal=bool(objective and objective.causal))
+                remat=m.remat, scan_blocks=m.scan_blocks, vocab_multiple=m.vocab_multiple,
+                causal=bool(objective and objective.causal))
 
 
 def load_file(path: str, overrides: list[str]):

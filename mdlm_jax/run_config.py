@@ -28,7 +28,7 @@ MODEL_FIELDS = ("model.name", "model.n_blocks", "model.hidden_size", "model.n_he
                 "model.mlp_ratio", "model.time_conditioning", "diffusion.parameterization", "diffusion.subs_masking",
                 "diffusion.schedule", "diffusion.schedule_params", "diffusion.sampling_eps", "data.tokenizer",
                 "diffusion.change_of_variables",  # under change of variables the backbone sees t, not sigma
-                "model.bert")
+                "model.bert", "model.vocab_multiple")
 DATA_FIELDS = ("seed", "data.source", "data.files", "data.txt_split", "data.jsonl_field", "data.seq_len",
                "data.packing", "data.detokenizer", "data.owt_val_documents", "data.val_fraction",
                "train.batch_size", "diffusion.time_sampler", "diffusion.num_steps", "diffusion.importance_sampling")
@@ -76,12 +76,15 @@ def resolve(mode: str, requested, overrides: dict, saved: dict | None, *, config
     warnings = [f"The checkpoint's config has field {p!r}, unknown to this version: ignored." for p in unknown]
     notes = []
     have, want = config_lib.flatten(cfg), config_lib.flatten(requested)
+    legacy = config_lib.legacy_fields(saved)
     refused = []
     for path in sorted(want):
         old, new = have.get(path), want[path]
         if old == new:
             continue
         named = path in overrides
+        if path in legacy and not named:
+            continue  # the checkpoint predates the field: today's default is not a request to change it
         if not named and not config_given:
             continue  # the defaults stand in for a --config that was not given
         source = f"--config.{path}" if named else "the --config file"

@@ -70,6 +70,7 @@ def test_bert_is_evaluated_fine_tuned_resumed_exported_and_sampled(setup, tmp_pa
     assert step is None and (cfg.model.name, cfg.model.hidden_size, cfg.model.n_blocks) == ("bert", 32, 2)
     assert cfg.model.bert.intermediate_size == 64
     assert (s.task.mask_id, s.task.model.config.vocab_size) == (103, 30522)
+    assert s.task.model.padded_vocab == 30592  # model.vocab_multiple pads; the export below holds 30,522 rows
     tree = train.pretrained_params(s)
     before = evaluate.evaluate(s, task_lib.Weights(params=tree, ema_params=tree))
 

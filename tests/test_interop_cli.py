@@ -24,6 +24,7 @@ from mdlm_jax import checkpoint, experiment  # noqa: E402
 from mdlm_jax.data import tokenizers  # noqa: E402
 from mdlm_jax.evals import evaluate  # noqa: E402
 from mdlm_jax.interop import cli, formats, mappings, params as dit_params  # noqa: E402
+from mdlm_jax.models import vocab  # noqa: E402
 from mdlm_jax.training import train  # noqa: E402
 
 CONFIG = f"{REPO / 'configs' / 'quickstart.py'}:quick"
@@ -90,6 +91,11 @@ def test_export_import_round_trip_is_bit_exact_with_same_eval(trained, evaluated
     root, _, cfg, arrays, step = trained
     out = export(trained, fmt, *([] if use_ema else ["--no-ema"]), name=f"{fmt}_{use_ema}")
     assert f"Exported step {step}" in capsys.readouterr().out
+    # The workdir holds the padded vocabulary (model.vocab_multiple), the file only the real rows.
+    vocab_size = evaluated[0].task.model.vocab_size
+    rows = vocab.padded_size(vocab_size, cfg.model.vocab_multiple)
+    assert arrays["params"]["vocab_embed"].shape[0] == rows > vocab_size
+    assert formats.load_any(out)[0]["vocab_embed.embedding"].shape[0] == vocab_size
     imported = root / f"imported_{fmt}_{use_ema}"
     assert run("import", "--from", out, "--config", CONFIG, *overrides(root), "--workdir", imported) == 0
     got, saved, got_step = checkpoint.restore_numpy(str(imported), ("params", "ema_params"))
@@ -409,13 +415,16 @@ def test_export_errors_name_the_problem(trained, capsys, tmp_path):
     assert "need --config" in err
     err = error(capsys, "export", "--workdir", work, "--format", "hf-bert", "--out", tmp_path / "x")
     assert "--format hf-bert is the format of model.name 'bert'" in err and "holds model.name 'dit'" in err
-    assert not (tmp_path / "x").exists()
+    err = error(capsys, "export", "--workdir", work, "--format", "state_dict", "--out", tmp_path / "x.pt",
+                "--vocab-size", "200")
+    assert "not 200 entries padded to a multiple of 128 (model.vocab_multiple)" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.pt").exists()
 
 
 def test_layouts_are_keyed_by_model_name(trained, tmp_path):
     """The CLI converts through the layout registered for model.name, and names a model without one."""
     _, work, cfg, *_ = trained
-    assert mappings.mapping_for("dit").to_torch is dit_params.params_to_torch
+    assert mappings.mapping_for("dit").check is dit_params.check_params
     other = cfg.copy_and_resolve_references()
     other.model.name = "toy_unmapped_backbone"
     with pytest.raises(ValueError, match=r"model.name 'toy_unmapped_backbone' has no PyTorch layout "

@@ -1,7 +1,8 @@
 """``python -m mdlm_jax.interop``: training checkpoints <-> the official MDLM file layouts.
 
     python -m mdlm_jax.interop export --workdir DIR [--step N] [--ema | --no-ema] \\
-        --format lightning|state_dict|safetensors|hf|hf-bert --out OUT [--config configs/X.py] [--mask-id M]
+        --format lightning|state_dict|safetensors|hf|hf-bert --out OUT [--config configs/X.py] [--mask-id M] \\
+        [--vocab-size V]
     python -m mdlm_jax.interop import --from PATH --config configs/X.py --workdir OUT \\
         [--ema | --no-ema] [--config.a.b=v ...]
 
@@ -21,7 +22,8 @@ weights) as host numpy arrays, without an accelerator, and writes:
   does ``python -m mdlm_jax.glue --init OUT``.
 
 The model architecture comes from the config saved in the checkpoint (``--config`` replaces it)
-and the vocabulary size from the embedding. ``import`` reads any of these files (or the official
+and the vocabulary size from the embedding, or, where ``model.vocab_multiple`` padded it, from the
+tokenizer (``--vocab-size`` instead); the files hold only the real rows. ``import`` reads any of these files (or the official
 release) and writes step 0 of a workdir, params and EMA both set to the imported weights and a
 fresh optimizer state, which ``python -m mdlm_jax.main --mode=eval|sample|train`` accepts, as does
 ``--config.train.init_checkpoint=OUT`` for fine-tuning in another workdir.
@@ -43,6 +45,7 @@ from etils import epath
 from mdlm_jax import checkpoint, config as config_lib, data, experiment, models, objectives
 from mdlm_jax.experiment import Experiment
 from mdlm_jax.interop import formats, hf_bert, mappings
+from mdlm_jax.models import vocab as vocab_models
 from mdlm_jax.training import task as task_lib
 
 FORMATS = ("lightning", "state_dict", "safetensors", "hf", "hf-bert")
@@ -70,6 +73,27 @@ def _model_from_config(cfg, vocab_size: int):
         raise ValueError(f"The config lacks a model field ({e}); pass --config.") from e
 
 
+def _checkpoint_model(cfg, rows: int, where: str, vocab_size: int | None = None):
+    """The backbone of a checkpoint whose vocabulary axis holds ``rows`` rows. Unpadded
+    (``model.vocab_multiple`` 1, checkpoints saved before it) they are the vocabulary; padded, the
+    real count is ``vocab_size`` or else the config's tokenizer's, which must pad to ``rows``."""
+    multiple = int(cfg.model.get("vocab_multiple", 1))
+    if multiple <= 1 and vocab_size is None:
+        return _model_from_config(cfg, rows)
+    if vocab_size is None:
+        try:
+            vocab_size, _ = data.model_vocab(data.tokenizer_for(cfg.data))
+        except (OSError, ValueError, ImportError) as e:
+            raise ValueError(f"{where} holds the vocabulary padded to {rows} rows (model.vocab_multiple={multiple}) "
+                             f"and the export writes only the real ones, which the tokenizer {cfg.data.tokenizer!r} "
+                             f"counts; it could not be loaded ({e}): pass --vocab-size (mask included).") from e
+    if vocab_models.padded_size(vocab_size, multiple) != rows:
+        raise ValueError(f"{where} has {rows} vocabulary rows, which is not {vocab_size} entries padded to a multiple "
+                         f"of {multiple} (model.vocab_multiple): the checkpoint was trained with another tokenizer; "
+                         "pass --vocab-size (mask included) or the --config it was trained with.")
+    return _model_from_config(cfg, vocab_size)
+
+
 def _hf_mask_id(cfg, vocab_size: int) -> int:
     """The mask id from the config's tokenizer (SPEC section 1), checked against the vocabulary."""
     try:
@@ -93,11 +117,12 @@ def _write_safetensors(out: str, sd: dict, *, step: int, weights: str) -> str:
 
 
 def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None = None, use_ema: bool = True,
-           cfg=None, mask_id: int | None = None) -> dict:
+           cfg=None, mask_id: int | None = None, vocab_size: int | None = None) -> dict:
     """Writes one step of the training checkpoint in ``workdir`` as ``fmt`` (see the module doc).
 
     ``cfg``: a config replacing the one saved in the checkpoint; ``mask_id``: for ``hf``, instead
-    of the config's tokenizer. Returns a summary (step, weights, paths, tensors, bytes, seconds).
+    of the config's tokenizer; ``vocab_size``: the real rows of a padded vocabulary (mask
+    included), instead of the tokenizer's count. Returns a summary (step, weights, paths, tensors, bytes, seconds).
     Raises FileNotFoundError (no workdir / step) or ValueError (unknown format, a checkpoint that
     does not match the config, no config anywhere).
     """
@@ -117,11 +142,11 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
     mapping = mappings.mapping_for(cfg.model.name)
     if fmt == "hf-bert":
         return _export_bert(arrays[weights_key], cfg, out, mapping, where=f"'{weights_key}' of step {step} in "
-                            f"{workdir}", step=step, use_ema=use_ema, start=start)
+                            f"{workdir}", step=step, use_ema=use_ema, start=start, vocab_size=vocab_size)
     embedding = arrays[keys[0]].get("vocab_embed") if isinstance(arrays[keys[0]], dict) else None
     if embedding is None:
         raise ValueError(f"Step {step} in {workdir} holds no DiT parameters (no 'vocab_embed').")
-    model = _model_from_config(cfg, int(embedding.shape[0]))
+    model = _checkpoint_model(cfg, int(embedding.shape[0]), f"Step {step} in {workdir}", vocab_size)
     sds = {}
     for key in keys:  # one tree converted (and freed) at a time
         tree = arrays.pop(key)
@@ -129,6 +154,7 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
         sds[key] = mapping.to_torch(tree, model)
         del tree
     sd = sds[weights_key]
+    model = vocab_models.unpadded(model)  # the files' layout
     written = [out]
     if fmt == "lightning":
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
@@ -149,13 +175,14 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
 # ------------------------------------------------------------------------------------------- import
 
 
-def _export_bert(tree, cfg, out: str, mapping, *, where: str, step: int, use_ema: bool, start: float) -> dict:
+def _export_bert(tree, cfg, out: str, mapping, *, where: str, step: int, use_ema: bool, start: float,
+                 vocab_size: int | None) -> dict:
     embedding = tree.get("embeddings", {}).get("word_embeddings", {}).get("embedding")
     if embedding is None:
         raise ValueError(f"{where} holds no BERT parameters (no embeddings/word_embeddings).")
-    model = _model_from_config(cfg, int(embedding.shape[0]))
+    model = _checkpoint_model(cfg, int(embedding.shape[0]), where, vocab_size)
     mapping.check(tree, model, where)
-    hf_bert.save_hf_bert(out, model.config, tree)
+    hf_bert.save_hf_bert(out, model.config, vocab_models.unpad_params(tree, model))
     written = [os.path.join(out, name) for name in (hf_bert.SAFETENSORS, hf_bert.CONFIG)]
     # The tokenizer files too, so that transformers (and run_glue.py) load the directory alone.
     for directory in (cfg.data.tokenizer_path, cfg.model.get("pretrained", "")):
@@ -221,7 +248,7 @@ def import_checkpoint(source: str, cfg, workdir: str, *, use_ema: bool = True) -
         raise ValueError(f"{workdir} already holds checkpoints; import into a new workdir.")
     mapping = mappings.mapping_for(cfg.model.name)
     s = experiment.build(cfg)
-    sd, meta = formats.load_any(source, s.task.model, prefer_ema=use_ema)
+    sd, meta = formats.load_any(source, vocab_models.unpadded(s.task.model), prefer_ema=use_ema)
     _check_vocab(sd, meta, s, source)
     params = mapping.from_torch(sd, s.task.model)
     del sd
@@ -255,6 +282,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="a .ckpt / .pt file, a .safetensors file or a directory (hf)")
     ex.add_argument("--config", default="", help="replaces the config saved in the checkpoint")
     ex.add_argument("--mask-id", type=int, default=None, help="hf: the mask id, instead of the config's tokenizer's")
+    ex.add_argument("--vocab-size", type=int, default=None,
+                    help="the real vocabulary (mask included) of a padded checkpoint, instead of the tokenizer's")
     ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                     help="the EMA weights (default) or, with --no-ema, the raw params")
     im = commands.add_parser("import", help="an official-layout file -> step 0 of a workdir", allow_abbrev=False)
@@ -276,7 +305,8 @@ def main(argv=None) -> int:
         cfg = config_lib.load_file(args.config, rest) if args.config else None
         if args.command == "export":
             report: dict[str, Any] = export(args.workdir, args.out, fmt=args.format, step=args.step,
-                                            use_ema=args.ema, cfg=cfg, mask_id=args.mask_id)
+                                            use_ema=args.ema, cfg=cfg, mask_id=args.mask_id,
+                                            vocab_size=args.vocab_size)
             print(f"Exported step {report['step']} ({report['weights']} weights) of {args.workdir} as {args.format}: "
                   f"{', '.join(report['paths'])} ({report['tensors']} tensors, {report['bytes'] / 2**20:.1f} MiB, "
                   f"{report['seconds']:.1f} s)")

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from mdlm_jax.interop.params import as_numpy
-from mdlm_jax.models import bert
+from mdlm_jax.models import bert, vocab
 
 CONFIG = "config.json"
 SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
@@ -109,8 +109,8 @@ def model_fields(path) -> dict:
 
 
 def load_pretrained(path, model: bert.Bert) -> dict:
-    """The params of ``model`` from a HF BERT directory (a bare BertModel's head initialised as HF
-    does), after checking the directory describes ``model``'s architecture and vocabulary."""
+    """The params of ``model`` (its vocabulary padded, ``models.vocab``) from a HF BERT directory (a
+    bare BertModel's head initialised as HF does), after checking the directory describes ``model``'s architecture and vocabulary."""
     config, params, _ = load_hf_bert(path)
     if config.vocab_size != model.config.vocab_size:
         raise ValueError(f"model.pretrained {path} has vocab_size {config.vocab_size}, but the data tokenizer gives "
@@ -121,4 +121,4 @@ def load_pretrained(path, model: bert.Bert) -> dict:
     if differ:
         raise ValueError(f"model.pretrained {path} describes another architecture than the experiment's model "
                          f"({'; '.join(differ)}); leave the model fields to model.pretrained.")
-    return params
+    return vocab.pad_params(params, model)

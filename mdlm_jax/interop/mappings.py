@@ -9,10 +9,11 @@ import os
 from typing import Any, Callable, Mapping, NamedTuple
 
 import flax.linen as nn
+import numpy as np
 from flax import traverse_util
 
 from mdlm_jax.interop import hf_bert, params as dit_params
-from mdlm_jax.models import bert
+from mdlm_jax.models import bert, vocab
 
 
 class TorchMapping(NamedTuple):
@@ -42,22 +43,43 @@ def mapping_for(model_name: str) -> TorchMapping:
     return MAPPINGS[model_name]
 
 
-register_mapping("dit", TorchMapping(dit_params.params_from_torch, dit_params.params_to_torch,
-                                     dit_params.check_params))
+def _dit_from_torch(state_dict, model) -> dict:
+    return vocab.pad_params(dit_params.params_from_torch(state_dict, vocab.unpadded(model)), model)
+
+
+def _dit_to_torch(params, model) -> dict:
+    return dit_params.params_to_torch(vocab.unpad_params(params, model), vocab.unpadded(model))
+
+
+register_mapping("dit", TorchMapping(_dit_from_torch, _dit_to_torch, dit_params.check_params))
+
+
+def _bert_from_hf(tensors, model) -> dict:
+    return vocab.pad_params(bert.params_from_hf(tensors, model.config), model)
+
+
+def _bert_to_hf(params, model) -> dict:
+    return bert.params_to_hf(vocab.unpad_params(params, model), model.config)
 
 
 def _check_bert(params, model, where: str) -> None:
     """Missing or misshaped params raise in ``params_to_hf``; extra ones are named here."""
+    shapes = {p: np.shape(x) for p, x in traverse_util.flatten_dict(nn.meta.unbox(params)).items()}
+    for path, axis in vocab.vocab_axes(model).items():
+        if path in shapes and shapes[path][axis] != model.padded_vocab:
+            raise ValueError(f"{where}: {'/'.join(path)} has {shapes[path][axis]} vocabulary rows; the config's "
+                             f"model has {model.padded_vocab} ({model.vocab_size} padded to a multiple of "
+                             f"model.vocab_multiple={model.vocab_multiple}).")
     try:
-        expected = bert.params_from_hf(bert.params_to_hf(params, model), model)
+        expected = _bert_from_hf(_bert_to_hf(params, model), model)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
-    extra = set(traverse_util.flatten_dict(nn.meta.unbox(params))) - set(traverse_util.flatten_dict(expected))
+    extra = set(shapes) - set(traverse_util.flatten_dict(expected))
     if extra:
         raise ValueError(f"{where}: unexpected BERT params {sorted('/'.join(p) for p in extra)[:8]}.")
 
 
-register_mapping("bert", TorchMapping(bert.params_from_hf, bert.params_to_hf, _check_bert))
+register_mapping("bert", TorchMapping(_bert_from_hf, _bert_to_hf, _check_bert))
 
 
 class Pretrained(NamedTuple):

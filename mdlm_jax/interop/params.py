@@ -15,6 +15,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from mdlm_jax.models import vocab
 from mdlm_jax.models.dit import DiT
 
 ROTARY_BUFFER = "rotary_emb.inv_freq"
@@ -153,7 +154,8 @@ def _check_rotary(inv_freq: np.ndarray, dim: int, heads: int) -> None:
 
 def params_from_torch(state_dict: Mapping[str, Any], model_config) -> dict:
     """Official DiT/AR ``state_dict`` (bare or ``backbone.``-prefixed names; torch tensors or numpy
-    arrays in any float dtype, bfloat16 included) -> Flax params tree, float32.
+    arrays in any float dtype, bfloat16 included) -> Flax params tree, float32, with the file's
+    (unpadded) vocabulary rows (``mdlm_jax.models.vocab.pad_params`` pads them for a padded model).
 
     Raises ValueError listing missing or unexpected keys, or naming a parameter whose shape does
     not match the config (with both shapes and the config field to change), or a rotary table
@@ -180,7 +182,8 @@ def params_from_torch(state_dict: Mapping[str, Any], model_config) -> dict:
     # A head count change keeps every weight's shape: only the rotary table tells.
     if ROTARY_BUFFER in sd:
         _check_rotary(sd[ROTARY_BUFFER], dim, heads)
-    check_params(params, model_config)
+    # Files hold the real vocabulary rows: a DiT with a padded vocabulary is checked unpadded.
+    check_params(params, vocab.unpadded(model_config) if isinstance(model_config, DiT) else model_config)
     return params
 
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from mdlm_jax.models import vocab
 from mdlm_jax.models.layers import constrain, partitioned
 from mdlm_jax.models.registry import register_model
 from mdlm_jax.validation import check_token_ids
@@ -138,14 +139,17 @@ class Dense(nn.Module):
 
 
 class Embeddings(nn.Module):
-    """tokens (B, L) -> dropout(LN(word + token_type[0] + position[0..L-1])): (B, L, D) float32."""
+    """tokens (B, L) -> dropout(LN(word + token_type[0] + position[0..L-1])): (B, L, D) float32.
+    The word table has ``rows`` >= V rows (``models.vocab``; 0: V), the pad rows zero."""
 
     config: BertConfig
+    rows: int = 0
 
     def setup(self):
         c = self.config
-        self.word_embeddings = nn.Embed(c.vocab_size, c.hidden_size,
-                                        embedding_init=partitioned(_word_init(c.pad_token_id), ("vocab", "embed")))
+        init = vocab.pad_init(_word_init(c.pad_token_id), c.vocab_size, 0)
+        self.word_embeddings = nn.Embed(self.rows or c.vocab_size, c.hidden_size,
+                                        embedding_init=partitioned(init, ("vocab", "embed")))
         self.position_embeddings = nn.Embed(c.max_position_embeddings, c.hidden_size,
                                             embedding_init=partitioned(_normal, (None, "embed")))
         self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.hidden_size,
@@ -255,14 +259,15 @@ class PredictionHeadTransform(nn.Module):
 
 
 class LMPredictionHead(nn.Module):
-    """The transform, then (``project``) the tied decoder: logits (B, L, V) float32."""
+    """The transform, then (``project``) the tied decoder: logits (B, L, rows) float32."""
 
     config: BertConfig
     dtype: Dtype
+    rows: int = 0  # the padded vocabulary (models.vocab); 0: V
 
     @nn.compact
     def __call__(self, x, word_embeddings, project: bool = True):
-        bias = self.param("bias", partitioned(nn.initializers.zeros, ("vocab",)), (self.config.vocab_size,))
+        bias = self.param("bias", partitioned(nn.initializers.zeros, ("vocab",)), (self.rows or self.config.vocab_size,))
         h = PredictionHeadTransform(self.config, self.dtype, name="transform")(x)
         return tied_logits(h, word_embeddings, bias, self.dtype) if project else h
 
@@ -272,10 +277,11 @@ class OnlyMLMHead(nn.Module):
 
     config: BertConfig
     dtype: Dtype = jnp.float32
+    rows: int = 0
 
     @nn.compact
     def __call__(self, x, word_embeddings, project: bool = True):
-        return LMPredictionHead(self.config, self.dtype, name="predictions")(x, word_embeddings, project)
+        return LMPredictionHead(self.config, self.dtype, self.rows, name="predictions")(x, word_embeddings, project)
 
 
 class Bert(nn.Module):
@@ -287,10 +293,13 @@ class Bert(nn.Module):
     ``encode`` (``apply(..., method=Bert.encode)``) is BertModel's last hidden state (B, L, D).
     ``dtype`` is the matmul compute dtype; params, LayerNorms, the residual stream, attention
     softmax and logits are float32. Dropout runs only with ``train`` (rng 'dropout').
+    ``vocab_multiple`` pads the word table and decoder bias to ``padded_vocab`` rows
+    (``models.vocab``; interop reads and writes HF's V rows): the numbers stay.
     """
 
     config: BertConfig
     dtype: Dtype = jnp.float32
+    vocab_multiple: int = 1
     uses_attention_mask = True  # the objectives' padding mask reaches attention (the DiT has none)
     time_conditioning = False  # what the samplers ask a backbone: a BERT never sees sigma
 
@@ -298,10 +307,14 @@ class Bert(nn.Module):
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
+    @property
+    def padded_vocab(self) -> int:
+        return vocab.padded_size(self.config.vocab_size, self.vocab_multiple)
+
     def setup(self):
-        self.embeddings = Embeddings(self.config)
+        self.embeddings = Embeddings(self.config, self.padded_vocab)
         self.encoder = Encoder(self.config, self.dtype)
-        self.cls = OnlyMLMHead(self.config, self.dtype)
+        self.cls = OnlyMLMHead(self.config, self.dtype, self.padded_vocab)
 
     def encode(self, tokens, attention_mask=None, train: bool = False, token_type_ids=None):
         """tokens (B, L), attention_mask (B, L) or None, token_type_ids (B, L) (None: all 0, segment A)
@@ -326,14 +339,14 @@ class Bert(nn.Module):
         del sigma  # a BERT sees only tokens
         x = self.encode(tokens, attention_mask, train)
         out = self.cls(x, self.embeddings.word_embeddings.embedding, project=not return_hidden)
-        return out if return_hidden else constrain(out, ("batch", "length", "vocab"))
+        return out if return_hidden else vocab.cut_logits(constrain(out, ("batch", "length", "vocab")), self.vocab_size)
 
 
 def project_hidden(model: Bert, params, hidden):
     """The tied MLM decoder on ``Bert(return_hidden=True)``'s output (the fused loss applies it
     chunk by chunk): hidden (..., D) -> logits (..., V) float32, as ``Bert`` computes them."""
-    return tied_logits(hidden, params["embeddings"]["word_embeddings"]["embedding"],
-                       params["cls"]["predictions"]["bias"], model.dtype)
+    return vocab.cut_logits(tied_logits(hidden, params["embeddings"]["word_embeddings"]["embedding"],
+                                        params["cls"]["predictions"]["bias"], model.dtype), model.vocab_size)
 
 
 def init_mlm_head(config: BertConfig, rng) -> dict:
@@ -480,4 +493,4 @@ def build_bert(cfg, *, vocab_size: int, causal: bool) -> Bert:
     if cfg.data.seq_len > cfg.model.bert.max_position_embeddings:
         raise ValueError(f"data.seq_len {cfg.data.seq_len} exceeds the BERT's {cfg.model.bert.max_position_embeddings} "
                          "learned positions (model.bert.max_position_embeddings).")
-    return Bert(bert_config(cfg, vocab_size), dtype=jnp.dtype(cfg.model.dtype))
+    return Bert(bert_config(cfg, vocab_size), dtype=jnp.dtype(cfg.model.dtype), vocab_multiple=cfg.model.vocab_multiple)

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mdlm_jax.models import attention, layers
+from mdlm_jax.models import attention, layers, vocab
 from mdlm_jax.models.registry import register_model
 from mdlm_jax.models.layers import Dense, LayerNorm, modulate, partitioned
 from mdlm_jax.validation import check_token_ids
@@ -121,10 +121,12 @@ class Block(nn.Module):
 
 class FinalLayer(nn.Module):
     """LN -> adaLN (shift, scale) modulation (skipped for AR) -> Linear(D, V); the projection runs in
-    ``dtype`` with float32 accumulation and output, so bfloat16 compute never rounds the logits."""
+    ``dtype`` with float32 accumulation and output, so bfloat16 compute never rounds the logits.
+    The kernel has ``rows`` >= V columns (``models.vocab``); the logits are cut back to V."""
 
     vocab_size: int
     dtype: Any
+    rows: int = 0  # 0: vocab_size
 
     @nn.compact
     def __call__(self, x, c, project: bool = True):
@@ -136,16 +138,17 @@ class FinalLayer(nn.Module):
             x = modulate(x, shift, scale)
         if not project:
             return x
-        logits = Dense(self.vocab_size, ("embed", "vocab"), zero_init=True, dtype=self.dtype,
+        logits = Dense(self.rows or self.vocab_size, ("embed", "vocab"), zero_init=True, dtype=self.dtype,
                        out_dtype=jnp.float32, name="linear")(x)
-        return layers.constrain(logits, ("batch", "length", "vocab"))
+        return vocab.cut_logits(layers.constrain(logits, ("batch", "length", "vocab")), self.vocab_size)
 
 
 def project_hidden(model: "DiT", params, hidden):
     """The output layer's projection of ``DiT(return_hidden=True)``'s output (the fused loss applies
     it chunk by chunk): hidden (..., D) -> logits (..., V) float32, as ``FinalLayer`` computes them."""
     linear = params["output_layer"]["linear"]
-    return layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32)
+    return vocab.cut_logits(layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32),
+                            model.vocab_size)
 
 
 class DiT(nn.Module):
@@ -158,7 +161,8 @@ class DiT(nn.Module):
     ``dtype`` is the compute dtype of matmuls; params are always float32; LayerNorm, the residual
     stream and logits are float32. ``attention_impl`` is one of ``attention.ATTENTION_IMPLEMENTATIONS``,
     ``remat`` a key of ``REMAT_POLICIES``, ``scan_blocks`` runs the blocks in one ``lax.scan``; none
-    of them changes the parameters or (beyond kernel rounding) the numbers.
+    of them changes the parameters or (beyond kernel rounding) the numbers. ``vocab_multiple`` pads
+    the embedding and output layer to ``padded_vocab`` rows (``models.vocab``): the numbers stay.
     """
 
     vocab_size: int
@@ -174,6 +178,11 @@ class DiT(nn.Module):
     attention_impl: Optional[str] = None
     remat: str = "none"
     scan_blocks: bool = False
+    vocab_multiple: int = 1
+
+    @property
+    def padded_vocab(self) -> int:
+        return vocab.padded_size(self.vocab_size, self.vocab_multiple)
 
     def __post_init__(self):
         if self.hidden_size % self.n_heads:
@@ -191,8 +200,9 @@ class DiT(nn.Module):
     def __call__(self, tokens, sigma=None, train: bool = False, return_hidden: bool = False):
         check_token_ids(tokens, self.vocab_size)
         dim = self.hidden_size
-        embedding = self.param("vocab_embed", partitioned(layers.torch_linear_init(dim), ("vocab", "embed")),
-                               (self.vocab_size, dim))
+        embedding = self.param("vocab_embed", partitioned(vocab.pad_init(layers.torch_linear_init(dim),
+                                                                          self.vocab_size, 0), ("vocab", "embed")),
+                               (self.padded_vocab, dim))
         x = layers.constrain(jnp.take(embedding, tokens, axis=0), ("batch", "length", "embed"))
         if self.causal:
             c = None
@@ -215,7 +225,8 @@ class DiT(nn.Module):
                 block = nn.remat(Block, policy=REMAT_POLICIES[self.remat], static_argnums=(5,))
             for i in range(self.n_blocks):
                 x = block(*args, name=f"blocks_{i}")(x, c, cos, sin, not train)
-        return FinalLayer(self.vocab_size, self.dtype, name="output_layer")(x, c, project=not return_hidden)
+        return FinalLayer(self.vocab_size, self.dtype, self.padded_vocab, name="output_layer")(
+            x, c, project=not return_hidden)
 
     def _scanned_blocks(self, block: Block, x, c, cos, sin, train: bool):
         """The blocks as one ``lax.scan`` over their stacked params: XLA compiles one block instead

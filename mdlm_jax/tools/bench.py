@@ -245,6 +245,10 @@ def main(argv=None) -> None:
     parser.add_argument("--meshes", default="fsdp,fsdp_tensor", help=f"of {sorted(pod_check.MESHES)} (pod)")
     parser.add_argument("--global-batch", type=int, default=512, help="the paper's global batch (pod)")
     parser.add_argument("--pod-length", type=int, default=1024, help="L (pod)")
+    parser.add_argument("--pod-scan-blocks", default="true",
+                        help="compile the blocks as one scan (pod; 'false' unrolls them: slow at 256 devices)")
+    parser.add_argument("--vocab-multiple", type=int, default=None,
+                        help="model.vocab_multiple (pod; default: the config's, 1: GPT-2's 50,258 rows unpadded)")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
     remats = args.remat.split(",")
@@ -273,7 +277,9 @@ def main(argv=None) -> None:
     elif args.what == "pod":
         for devices in (int(d) for d in args.devices.split(",")):
             for row in pod_check.run_in_subprocess(devices, args.sizes.split(","), args.meshes.split(","),
-                                                   batch=args.global_batch, seq_len=args.pod_length):
+                                                   batch=args.global_batch, seq_len=args.pod_length,
+                                                   scan_blocks=_flag(args.pod_scan_blocks),
+                                                   vocab_multiple=args.vocab_multiple):
                 print_row(row)
                 rows.append(row)
     else:

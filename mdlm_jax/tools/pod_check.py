@@ -6,7 +6,8 @@ executable's memory analysis and the collectives per step from its HLO, beside a
 
 Each device count runs in its own process (``XLA_FLAGS=--xla_force_host_platform_device_count=N``
 must be set before jax starts). ``fsdp`` is the mesh (1, N, 1); ``fsdp_tensor`` is (1, N / 4, 4).
-The batch is the paper's global batch (512) at L = 1024 with GPT-2's vocabulary (50,258 rows).
+The batch is the paper's global batch (512) at L = 1024 with GPT-2's vocabulary (50,258 entries,
+held as ``model.vocab_multiple`` pads them: 50,304 rows by default).
 """
 
 from __future__ import annotations
@@ -51,12 +52,18 @@ def count_collectives(hlo_text: str) -> dict:
 
 
 def compile_report(size: str, mesh_shape: tuple[int, int, int], *, batch: int = 512, seq_len: int = 1024,
-                   vocab: int = 50258, dtype: str = "bfloat16", n_blocks: int = 0) -> dict:
+                   vocab: int = 50258, dtype: str = "bfloat16", n_blocks: int = 0, scan_blocks: bool = True,
+                   vocab_multiple: int | None = None) -> dict:
     """Compiles one train step on the first prod(mesh_shape) devices; returns the per-device table row
-    (``n_blocks`` > 0 overrides the size's depth: quick checks)."""
+    (``n_blocks`` > 0 overrides the size's depth: quick checks). ``scan_blocks`` compiles one block
+    inside a loop (``model.scan_blocks``): the same shardings and memory, a compile that finishes at
+    256 devices on a small host; the collectives of the loop body are then counted once, not per
+    block. ``vocab_multiple``: ``model.vocab_multiple`` (None: the default)."""
     cfg = config_lib.default_config()
     config_lib.set_model_size(cfg, size)
-    cfg.model.update(dtype=dtype, dropout=0.0)
+    cfg.model.update(dtype=dtype, dropout=0.0, scan_blocks=scan_blocks)
+    if vocab_multiple is not None:
+        cfg.model.vocab_multiple = vocab_multiple
     if n_blocks:
         cfg.model.n_blocks = n_blocks
     cfg.mesh.update(data=mesh_shape[0], fsdp=mesh_shape[1], tensor=mesh_shape[2])
@@ -79,6 +86,7 @@ def compile_report(size: str, mesh_shape: tuple[int, int, int], *, batch: int = 
     optimizer_bytes = _shard_bytes(abstract.opt_state) + _shard_bytes(abstract.ema_params)
     gib = 2.0**30
     return dict(size=size, devices=n, mesh="x".join(map(str, mesh_shape)), batch=batch, L=seq_len,
+                vocab_rows=task.model.padded_vocab, scan=scan_blocks,
                 params_gib=params / gib, params_ideal_gib=_full_bytes(abstract.params) / n / gib,
                 opt_ema_gib=optimizer_bytes / gib,
                 opt_ema_ideal_gib=(_full_bytes(abstract.opt_state) + _full_bytes(abstract.ema_params)) / n / gib,
@@ -86,11 +94,13 @@ def compile_report(size: str, mesh_shape: tuple[int, int, int], *, batch: int = 
                 **{k.replace("-", "_"): v for k, v in count_collectives(compiled.as_text()).items()})
 
 
-def run_in_subprocess(devices: int, sizes: list[str], meshes: list[str], *, batch: int, seq_len: int) -> list[dict]:
+def run_in_subprocess(devices: int, sizes: list[str], meshes: list[str], *, batch: int, seq_len: int,
+                      scan_blocks: bool = True, vocab_multiple: int | None = None) -> list[dict]:
     """``compile_report`` for every (size, mesh) on ``devices`` fake CPU devices, in a fresh process."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    kw = f"batch={batch}, seq_len={seq_len}, scan_blocks={scan_blocks}, vocab_multiple={vocab_multiple}"
     code = (f"import json; from mdlm_jax.tools import pod_check as p; "
-            f"print('ROWS', json.dumps([p.compile_report(s, p.MESHES[m]({devices}), batch={batch}, seq_len={seq_len}) "
+            f"print('ROWS', json.dumps([p.compile_report(s, p.MESHES[m]({devices}), {kw}) "
             f"for s in {sizes!r} for m in {meshes!r}]))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("ROWS ")]
