@@ -424,7 +424,7 @@ def test_export_errors_name_the_problem(trained, capsys, tmp_path):
 def test_layouts_are_keyed_by_model_name(trained, tmp_path):
     """The CLI converts through the layout registered for model.name, and names a model without one."""
     _, work, cfg, *_ = trained
-    assert mappings.mapping_for("dit").check is dit_params.check_params
+    assert mappings.mapping_for("dit").to_torch is dit_params.params_to_torch
     other = cfg.copy_and_resolve_references()
     other.model.name = "toy_unmapped_backbone"
     with pytest.raises(ValueError, match=r"model.name 'toy_unmapped_backbone' has no PyTorch layout "

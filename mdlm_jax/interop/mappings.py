@@ -43,23 +43,8 @@ def mapping_for(model_name: str) -> TorchMapping:
     return MAPPINGS[model_name]
 
 
-def _dit_from_torch(state_dict, model) -> dict:
-    return vocab.pad_params(dit_params.params_from_torch(state_dict, vocab.unpadded(model)), model)
-
-
-def _dit_to_torch(params, model) -> dict:
-    return dit_params.params_to_torch(vocab.unpad_params(params, model), vocab.unpadded(model))
-
-
-register_mapping("dit", TorchMapping(_dit_from_torch, _dit_to_torch, dit_params.check_params))
-
-
-def _bert_from_hf(tensors, model) -> dict:
-    return vocab.pad_params(bert.params_from_hf(tensors, model.config), model)
-
-
-def _bert_to_hf(params, model) -> dict:
-    return bert.params_to_hf(vocab.unpad_params(params, model), model.config)
+register_mapping("dit", TorchMapping(dit_params.params_from_torch, dit_params.params_to_torch,
+                                     dit_params.check_params))
 
 
 def _check_bert(params, model, where: str) -> None:
@@ -71,7 +56,7 @@ def _check_bert(params, model, where: str) -> None:
                              f"model has {model.padded_vocab} ({model.vocab_size} padded to a multiple of "
                              f"model.vocab_multiple={model.vocab_multiple}).")
     try:
-        expected = _bert_from_hf(_bert_to_hf(params, model), model)
+        expected = bert.params_from_hf(bert.params_to_hf(params, model), model)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
     extra = set(shapes) - set(traverse_util.flatten_dict(expected))
@@ -79,7 +64,7 @@ def _check_bert(params, model, where: str) -> None:
         raise ValueError(f"{where}: unexpected BERT params {sorted('/'.join(p) for p in extra)[:8]}.")
 
 
-register_mapping("bert", TorchMapping(_bert_from_hf, _bert_to_hf, _check_bert))
+register_mapping("bert", TorchMapping(bert.params_from_hf, bert.params_to_hf, _check_bert))
 
 
 class Pretrained(NamedTuple):

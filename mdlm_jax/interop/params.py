@@ -154,8 +154,9 @@ def _check_rotary(inv_freq: np.ndarray, dim: int, heads: int) -> None:
 
 def params_from_torch(state_dict: Mapping[str, Any], model_config) -> dict:
     """Official DiT/AR ``state_dict`` (bare or ``backbone.``-prefixed names; torch tensors or numpy
-    arrays in any float dtype, bfloat16 included) -> Flax params tree, float32, with the file's
-    (unpadded) vocabulary rows (``mdlm_jax.models.vocab.pad_params`` pads them for a padded model).
+    arrays in any float dtype, bfloat16 included) -> Flax params tree, float32. Files hold the real
+    vocabulary rows; for a ``DiT`` whose ``vocab_multiple`` pads them the tree is padded with zeros
+    (``mdlm_jax.models.vocab``).
 
     Raises ValueError listing missing or unexpected keys, or naming a parameter whose shape does
     not match the config (with both shapes and the config field to change), or a rotary table
@@ -182,8 +183,9 @@ def params_from_torch(state_dict: Mapping[str, Any], model_config) -> dict:
     # A head count change keeps every weight's shape: only the rotary table tells.
     if ROTARY_BUFFER in sd:
         _check_rotary(sd[ROTARY_BUFFER], dim, heads)
-    # Files hold the real vocabulary rows: a DiT with a padded vocabulary is checked unpadded.
-    check_params(params, vocab.unpadded(model_config) if isinstance(model_config, DiT) else model_config)
+    if isinstance(model_config, DiT):
+        params = vocab.pad_params(params, model_config)
+    check_params(params, model_config)
     return params
 
 
@@ -191,7 +193,10 @@ def params_to_torch(params: Mapping, model_config, *, include_buffers: bool = Tr
     """Flax params -> official ``state_dict`` (bare names, float32 numpy) in ``state_dict`` order.
 
     ``include_buffers`` adds ``rotary_emb.inv_freq``, which torch registers just before the blocks.
+    A ``DiT``'s padded vocabulary rows are left out (the official shapes hold the real ones).
     """
+    if isinstance(model_config, DiT):
+        params = vocab.unpad_params(params, model_config)
     out: dict[str, np.ndarray] = {}
     dim, heads = int(_field(model_config, "hidden_size")), int(_field(model_config, "n_heads"))
     for entry in param_table(model_config):

@@ -411,10 +411,11 @@ def params_from_hf(tensors: dict[str, np.ndarray], config) -> dict:
     names) or a bare ``BertModel`` one (no prefix). ``position_ids`` buffers, the pooler and the
     NSP head are ignored; ``cls.predictions.decoder.*`` must equal the tensors they are tied to.
     A checkpoint without an MLM head gives a tree without ``cls``: the caller initialises it
-    (``init_mlm_head``). Raises ValueError listing missing and unexpected tensors and shape
-    mismatches (name, expected, got).
+    (``init_mlm_head``). Given a ``Bert`` whose ``vocab_multiple`` pads the vocabulary, the word
+    table and decoder bias are padded with zero rows (``models.vocab``). Raises ValueError listing
+    missing and unexpected tensors and shape mismatches (name, expected, got).
     """
-    config = _config_of(config)
+    model, config = config, _config_of(config)
     tensors = {_normalise(k): v for k, v in tensors.items()}
     tensors = {k: v for k, v in tensors.items() if not k.removeprefix("bert.").startswith(_IGNORED_PREFIXES)}
     decoder = {k: np.asarray(tensors.pop(k), np.float32) for k in _DECODER if k in tensors}
@@ -445,13 +446,16 @@ def params_from_hf(tensors: dict[str, np.ndarray], config) -> dict:
                          "BERT decoder is supported.")
     if _DECODER[1] in decoder and not np.array_equal(decoder[_DECODER[1]], flat[("cls", "predictions", "bias")]):
         raise ValueError(f"{_DECODER[1]} differs from cls.predictions.bias; only the tied BERT decoder is supported.")
-    return traverse_util.unflatten_dict(flat)
+    params = traverse_util.unflatten_dict(flat)
+    return vocab.pad_params(params, model) if isinstance(model, Bert) else params
 
 
 def params_to_hf(params, config) -> dict[str, np.ndarray]:
     """Flax params (boxed or not) -> ``BertForMaskedLM`` tensors, float32, as ``save_pretrained``
     writes them to safetensors: ``bert.*`` and ``cls.predictions.*`` without the tied
-    ``cls.predictions.decoder.*`` duplicates."""
+    ``cls.predictions.decoder.*`` duplicates; a padded ``Bert``'s pad rows are left out."""
+    if isinstance(config, Bert):
+        params = vocab.unpad_params(params, config)
     config = _config_of(config)
     flat = traverse_util.flatten_dict(nn.meta.unbox(params))
     out = {}
