@@ -1,12 +1,21 @@
 """Test session setup: 8 fake CPU devices for sharding tests (must precede any jax import)."""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One XLA compilation cache per test session, shared by the xdist workers and the processes tests
+# start (they inherit the environment): many files compile the same small steps, and each file's
+# in-memory caches are dropped after it. The session that creates the directory removes it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mdlm_jax_test_xla_cache_")
+    os.environ["MDLM_JAX_TEST_CACHE_OWNER"] = str(os.getpid())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import gc  # noqa: E402
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -26,6 +35,11 @@ def _free_compiled_programs():
 @pytest.fixture(scope="session")
 def fixtures_dir():
     return FIXTURES
+
+
+def pytest_unconfigure(config):
+    if os.environ.get("MDLM_JAX_TEST_CACHE_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_configure(config):
