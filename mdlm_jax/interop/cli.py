@@ -23,10 +23,11 @@ weights) as host numpy arrays, without an accelerator, and writes:
 
 The model architecture comes from the config saved in the checkpoint (``--config`` replaces it)
 and the vocabulary size from the embedding, or, where ``model.vocab_multiple`` padded it, from the
-tokenizer (``--vocab-size`` instead); the files hold only the real rows. ``import`` reads any of these files (or the official
-release) and writes step 0 of a workdir, params and EMA both set to the imported weights and a
-fresh optimizer state, which ``python -m mdlm_jax.main --mode=eval|sample|train`` accepts, as does
-``--config.train.init_checkpoint=OUT`` for fine-tuning in another workdir.
+tokenizer (``--vocab-size`` instead); the files hold only the real rows. ``import`` reads any of
+these files (or the official release) and writes step 0 of a workdir, params and EMA both set to
+the imported weights and a fresh optimizer state, which ``python -m mdlm_jax.main
+--mode=eval|sample|train`` accepts, as does ``--config.train.init_checkpoint=OUT`` for
+fine-tuning in another workdir.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
 
     ``cfg``: a config replacing the one saved in the checkpoint; ``mask_id``: for ``hf``, instead
     of the config's tokenizer; ``vocab_size``: the real rows of a padded vocabulary (mask
-    included), instead of the tokenizer's count. Returns a summary (step, weights, paths, tensors, bytes, seconds).
+    included), instead of the tokenizer's count. Returns a summary (step, weights, paths, tensors,
+    bytes, seconds).
     Raises FileNotFoundError (no workdir / step) or ValueError (unknown format, a checkpoint that
     does not match the config, no config anywhere).
     """

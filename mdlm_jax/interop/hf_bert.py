@@ -110,7 +110,8 @@ def model_fields(path) -> dict:
 
 def load_pretrained(path, model: bert.Bert) -> dict:
     """The params of ``model`` (its vocabulary padded, ``models.vocab``) from a HF BERT directory (a
-    bare BertModel's head initialised as HF does), after checking the directory describes ``model``'s architecture and vocabulary."""
+    bare BertModel's head initialised as HF does), after checking the directory describes
+    ``model``'s architecture and vocabulary."""
     config, params, _ = load_hf_bert(path)
     if config.vocab_size != model.config.vocab_size:
         raise ValueError(f"model.pretrained {path} has vocab_size {config.vocab_size}, but the data tokenizer gives "

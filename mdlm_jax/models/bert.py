@@ -267,7 +267,8 @@ class LMPredictionHead(nn.Module):
 
     @nn.compact
     def __call__(self, x, word_embeddings, project: bool = True):
-        bias = self.param("bias", partitioned(nn.initializers.zeros, ("vocab",)), (self.rows or self.config.vocab_size,))
+        rows = self.rows or self.config.vocab_size
+        bias = self.param("bias", partitioned(nn.initializers.zeros, ("vocab",)), (rows,))
         h = PredictionHeadTransform(self.config, self.dtype, name="transform")(x)
         return tied_logits(h, word_embeddings, bias, self.dtype) if project else h
 
