@@ -156,7 +156,6 @@ def export(workdir: str, out: str, *, fmt: str = "lightning", step: int | None =
         sds[key] = mapping.to_torch(tree, model)
         del tree
     sd = sds[weights_key]
-    model = vocab_models.unpadded(model)  # the files' layout
     written = [out]
     if fmt == "lightning":
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
@@ -250,7 +249,7 @@ def import_checkpoint(source: str, cfg, workdir: str, *, use_ema: bool = True) -
         raise ValueError(f"{workdir} already holds checkpoints; import into a new workdir.")
     mapping = mappings.mapping_for(cfg.model.name)
     s = experiment.build(cfg)
-    sd, meta = formats.load_any(source, vocab_models.unpadded(s.task.model), prefer_ema=use_ema)
+    sd, meta = formats.load_any(source, s.task.model, prefer_ema=use_ema)
     _check_vocab(sd, meta, s, source)
     params = mapping.from_torch(sd, s.task.model)
     del sd

@@ -47,12 +47,6 @@ def cut_logits(logits, vocab_size: int):
     return logits if logits.shape[-1] == vocab_size else logits[..., :vocab_size]
 
 
-def unpadded(model: nn.Module) -> nn.Module:
-    """The same backbone without padding: the layout of every PyTorch / Hugging Face file (a
-    backbone without ``vocab_multiple`` is returned as it is)."""
-    return model.clone(vocab_multiple=1, parent=None) if hasattr(model, "vocab_multiple") else model
-
-
 def vocab_axes(model: nn.Module) -> dict[tuple, int]:
     """{param path: its vocabulary axis} from the logical names ``model``'s parameters carry."""
     boxed = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 2), jnp.int32),

@@ -56,9 +56,9 @@ def compile_report(size: str, mesh_shape: tuple[int, int, int], *, batch: int = 
                    vocab_multiple: int | None = None) -> dict:
     """Compiles one train step on the first prod(mesh_shape) devices; returns the per-device table row
     (``n_blocks`` > 0 overrides the size's depth: quick checks). ``scan_blocks`` compiles one block
-    inside a loop (``model.scan_blocks``): the same shardings and memory, a compile that finishes at
-    256 devices on a small host; the collectives of the loop body are then counted once, not per
-    block. ``vocab_multiple``: ``model.vocab_multiple`` (None: the default)."""
+    inside a loop (``model.scan_blocks``): the same parameter shardings, other temporaries, and a
+    compile that finishes at 256 devices on a small host; the collectives of the loop body are then
+    counted once, not per block. ``vocab_multiple``: ``model.vocab_multiple`` (None: the default)."""
     cfg = config_lib.default_config()
     config_lib.set_model_size(cfg, size)
     cfg.model.update(dtype=dtype, dropout=0.0, scan_blocks=scan_blocks)
