@@ -11,7 +11,9 @@ Forward, over key blocks j with running max m, normaliser l and accumulator a (p
 Backward, with p_j = exp(s_j - lse) and d = sum(dout * out):
     dv_j = p_j^T dout,   ds_j = p_j (dout v_j^T - d),   dq = sum_j ds_j k_j / sqrt(D),
     dk_j = ds_j^T q / sqrt(D).
-A query with no key to attend to (every key masked) outputs zeros.
+A query with no key to attend to (every key masked) outputs zeros. Inside, q, k and v are
+head-major (B, H, L, D), so no block's matmul needs a transpose, and without a mask of any kind the
+masking passes over the scores are left out (on CPU both cut the forward + backward by a quarter).
 """
 
 from __future__ import annotations
@@ -27,93 +29,111 @@ DEFAULT_BLOCK = 128
 
 
 def _block_mask(q_pos, k_pos, key_mask_block, causal: bool, mask_fn):
-    """(B, 1, Lq, bk) bool: which (query, key) pairs of one key block may attend."""
-    ok = key_mask_block[:, None, None, :]
-    if causal:
-        ok = ok & (k_pos[None, None, None, :] <= q_pos[None, None, :, None])
-    if mask_fn is not None:
-        ok = ok & mask_fn(q_pos[:, None], k_pos[None, :])[None, None]
+    """(B or 1, 1, Lq, bk) bool, or None where every pair may attend (no mask of any kind: the
+    mask's passes over the scores are left out at trace time)."""
+    ok = None if key_mask_block is None else key_mask_block[:, None, None, :]
+    for extra in ((k_pos[None, :] <= q_pos[:, None]) if causal else None,
+                  mask_fn(q_pos[:, None], k_pos[None, :]) if mask_fn is not None else None):
+        if extra is not None:
+            ok = extra[None, None] if ok is None else ok & extra[None, None]
     return ok
 
 
 def _scores(q, k_block, scale):
-    """(B, H, Lq, bk) float32 scores of all queries against one key block."""
-    return jnp.einsum("bqhd,bkhd->bhqk", q, k_block, preferred_element_type=jnp.float32) * scale
+    """(B, H, Lq, bk) float32 scores of the queries (B, H, Lq, D) against one key block (B, H, bk, D)."""
+    return jnp.einsum("bhqd,bhkd->bhqk", q, k_block, preferred_element_type=jnp.float32) * scale
 
 
-def _blocks(x, block: int):
-    """(B, L, ...) -> (L / block, B, block, ...): the scan's leading axis."""
-    b, n = x.shape[0], x.shape[1] // block
-    return jnp.moveaxis(x.reshape((b, n, block) + x.shape[2:]), 1, 0)
+def _key_blocks(x, block: int):
+    """(B, L, H, D) -> (L / block, B, H, block, D): the scan's leading axis, heads before positions
+    (each block's matmuls then need no transpose)."""
+    b, n, h, d = x.shape[0], x.shape[1] // block, x.shape[2], x.shape[3]
+    return x.reshape(b, n, block, h, d).transpose(1, 0, 3, 2, 4)
+
+
+def _unblock(x):
+    """(n, B, H, block, D) -> (B, n * block, H, D), ``_key_blocks``' inverse."""
+    n, b, h, block, d = x.shape
+    return x.transpose(1, 0, 3, 2, 4).reshape(b, n * block, h, d)
+
+
+def _scan_inputs(k, v, key_mask, block: int):
+    """Per key block: keys, values, key mask (or None) and positions, stacked on a leading axis."""
+    mask = None if key_mask is None else jnp.moveaxis(key_mask.reshape(key_mask.shape[0], -1, block), 1, 0)
+    return _key_blocks(k, block), _key_blocks(v, block), mask, jnp.arange(k.shape[1]).reshape(-1, block)
 
 
 def _forward(q, k, v, key_mask, causal: bool, mask_fn, block: int):
+    """q (B, Lq, H, D) -> (out (B, H, Lq, D) float32, lse (B, H, Lq) float32)."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     b, lq, h, d = q.shape
+    qh = jnp.swapaxes(q, 1, 2)
     q_pos = jnp.arange(lq)
+    masked = key_mask is not None or causal or mask_fn is not None
 
     def step(carry, xs):
         m, l, acc = carry
         k_j, v_j, mask_j, k_pos = xs
-        ok = _block_mask(q_pos, k_pos, mask_j, causal, mask_fn)
-        s = jnp.where(ok, _scores(q, k_j, scale), -jnp.inf)
+        s = _scores(qh, k_j, scale)
+        if masked:
+            s = jnp.where(_block_mask(q_pos, k_pos, mask_j, causal, mask_fn), s, -jnp.inf)
         m_new = jnp.maximum(m, s.max(-1))
-        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # no key yet: keep exp() finite
+        if masked:  # a query that has seen no key yet keeps m = -inf: keep exp() finite
+            m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+            correction = jnp.exp(jnp.where(jnp.isfinite(m), m - m_safe, -jnp.inf))
+        else:  # every score is finite, so is m_new; exp(-inf - m_new) = 0 at the first block
+            m_safe, correction = m_new, jnp.exp(m - m_new)
         p = jnp.exp(s - m_safe[..., None])
-        correction = jnp.exp(jnp.where(jnp.isfinite(m), m - m_safe, -jnp.inf))
         l = l * correction + p.sum(-1)
-        acc = acc * correction[..., None] + jnp.einsum("bhqk,bkhd->bhqd", p.astype(v.dtype), v_j,
+        acc = acc * correction[..., None] + jnp.einsum("bhqk,bhkd->bhqd", p.astype(v_j.dtype), v_j,
                                                        preferred_element_type=jnp.float32)
         return (m_new, l, acc), None
 
     init = (jnp.full((b, h, lq), -jnp.inf, jnp.float32), jnp.zeros((b, h, lq), jnp.float32),
             jnp.zeros((b, h, lq, d), jnp.float32))
-    k_pos = jnp.arange(k.shape[1]).reshape(-1, block)
-    (m, l, acc), _ = jax.lax.scan(step, init, (_blocks(k, block), _blocks(v, block), _blocks(key_mask, block), k_pos))
+    (m, l, acc), _ = jax.lax.scan(step, init, _scan_inputs(k, v, key_mask, block))
+    if not masked:
+        return acc / l[..., None], m + jnp.log(l)
     empty = l == 0
     out = jnp.where(empty[..., None], 0.0, acc / jnp.where(empty, 1.0, l)[..., None])
     lse = jnp.where(empty, jnp.inf, m + jnp.log(jnp.where(empty, 1.0, l)))  # inf: p = 0 in the backward pass
-    return jnp.moveaxis(out, 1, 2).astype(q.dtype), lse
+    return out, lse
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def _attention(q, k, v, key_mask, causal: bool, mask_fn, block: int):
-    return _forward(q, k, v, key_mask, causal, mask_fn, block)[0]
+    return jnp.swapaxes(_forward(q, k, v, key_mask, causal, mask_fn, block)[0], 1, 2).astype(q.dtype)
 
 
 def _attention_fwd(q, k, v, key_mask, causal, mask_fn, block):
     out, lse = _forward(q, k, v, key_mask, causal, mask_fn, block)
-    return out, (q, k, v, key_mask, out, lse)
+    return jnp.swapaxes(out, 1, 2).astype(q.dtype), (q, k, v, key_mask, out.astype(q.dtype), lse)
 
 
 def _attention_bwd(causal, mask_fn, block, residuals, dout):
     q, k, v, key_mask, out, lse = residuals
     scale = 1.0 / math.sqrt(q.shape[-1])
     q_pos = jnp.arange(q.shape[1])
-    do = dout.astype(jnp.float32)
-    delta = jnp.einsum("bqhd,bqhd->bhq", do, out.astype(jnp.float32))
+    qh = jnp.swapaxes(q, 1, 2).astype(jnp.float32)
+    do = jnp.swapaxes(dout, 1, 2).astype(jnp.float32)
+    delta = jnp.einsum("bhqd,bhqd->bhq", do, out.astype(jnp.float32))
 
     def step(dq, xs):
         k_j, v_j, mask_j, k_pos = xs
+        p = jnp.exp(_scores(qh, k_j.astype(jnp.float32), scale) - lse[..., None])
         ok = _block_mask(q_pos, k_pos, mask_j, causal, mask_fn)
-        p = jnp.where(ok, jnp.exp(_scores(q, k_j, scale) - lse[..., None]), 0.0)
-        dv_j = jnp.einsum("bhqk,bqhd->bkhd", p, do)
-        dp = jnp.einsum("bqhd,bkhd->bhqk", do, v_j.astype(jnp.float32))
-        ds = p * (dp - delta[..., None])
-        dq = dq + jnp.einsum("bhqk,bkhd->bqhd", ds, k_j.astype(jnp.float32)) * scale
-        dk_j = jnp.einsum("bhqk,bqhd->bkhd", ds, q.astype(jnp.float32)) * scale
+        if ok is not None:
+            p = jnp.where(ok, p, 0.0)
+        dv_j = jnp.einsum("bhqk,bhqd->bhkd", p, do)
+        ds = p * (jnp.einsum("bhqd,bhkd->bhqk", do, v_j.astype(jnp.float32)) - delta[..., None])
+        dq = dq + jnp.einsum("bhqk,bhkd->bhqd", ds, k_j.astype(jnp.float32))
+        dk_j = jnp.einsum("bhqk,bhqd->bhkd", ds, qh) * scale
         return dq, (dk_j, dv_j)
 
-    k_pos = jnp.arange(k.shape[1]).reshape(-1, block)
-    dq, (dk, dv) = jax.lax.scan(step, jnp.zeros(q.shape, jnp.float32),
-                                (_blocks(k, block), _blocks(v, block), _blocks(key_mask, block), k_pos))
-
-    def unblock(x):  # (n, B, block, H, D) -> (B, n * block, H, D)
-        x = jnp.moveaxis(x, 0, 1)
-        return x.reshape((x.shape[0], -1) + x.shape[3:])
-
-    return (dq.astype(q.dtype), unblock(dk).astype(k.dtype), unblock(dv).astype(v.dtype),
-            jnp.zeros(key_mask.shape, jax.dtypes.float0))
+    dq, (dk, dv) = jax.lax.scan(step, jnp.zeros(qh.shape, jnp.float32), _scan_inputs(k, v, key_mask, block))
+    dkm = None if key_mask is None else jnp.zeros(key_mask.shape, jax.dtypes.float0)
+    return (jnp.swapaxes(dq * scale, 1, 2).astype(q.dtype), _unblock(dk).astype(k.dtype),
+            _unblock(dv).astype(v.dtype), dkm)
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -130,13 +150,15 @@ def chunked_attention(q, k, v, *, causal: bool = False, key_mask: Optional[jax.A
     recomputing each block).
     """
     lk = k.shape[1]
-    key_mask = jnp.ones(k.shape[:2], bool) if key_mask is None else jnp.asarray(key_mask, bool)
-    if key_mask.shape != k.shape[:2]:
-        raise ValueError(f"key_mask has shape {key_mask.shape}; the keys are {k.shape[:2]} (batch, length).")
+    if key_mask is not None:
+        key_mask = jnp.asarray(key_mask, bool)
+        if key_mask.shape != k.shape[:2]:
+            raise ValueError(f"key_mask has shape {key_mask.shape}; the keys are {k.shape[:2]} (batch, length).")
     block = min(block, lk)
     pad = -lk % block
     if pad:
         widths = ((0, 0), (0, pad), (0, 0), (0, 0))
         k, v = jnp.pad(k, widths), jnp.pad(v, widths)
-        key_mask = jnp.pad(key_mask, ((0, 0), (0, pad)))
+        key_mask = jnp.pad(jnp.ones((k.shape[0], lk), bool) if key_mask is None else key_mask,
+                           ((0, 0), (0, pad)))
     return _attention(q, k, v, key_mask, causal, mask_fn, block)
