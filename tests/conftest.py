@@ -3,7 +3,10 @@
 import os
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The suite compiles many small programs and runs few large ones, so LLVM's optimisation of the
+# compiled code costs more time than it saves; the tests that run heavy loops ask for it back per
+# jit (``tests_util.OPTIMIZED``). The HLO passes (fusion, sharding) run as in any program.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One XLA compilation cache per test session, shared by the xdist workers and the processes tests
 # start (they inherit the environment): many files compile the same small steps, and each file's

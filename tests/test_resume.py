@@ -18,6 +18,7 @@ import pytest
 from tests_util import REPO, load_config
 
 from mdlm_jax import checkpoint, experiment
+from mdlm_jax.tools import pod_check
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def main_cmd(workdir, cache, *overrides, config="configs/quickstart.py:quick"):
 
 
 def env(devices=1, **extra):
-    e = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+    e = dict(os.environ, XLA_FLAGS=pod_check.fake_devices_flags(devices), JAX_PLATFORMS="cpu",
              PYTHONUNBUFFERED="1")
     e.update(extra)
     return e
@@ -64,7 +65,7 @@ def wait_for_checkpoint(workdir, step, proc, timeout=300):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_kill_and_resume_is_identical_to_a_straight_run(sig, tmp_path):
     """Checkpoints every n steps; the signal lands somewhere after the first one."""
-    n, total = 4, 120
+    n, total = 4, 48
     cache = tmp_path / "cache"
     common = [f"--config.train.steps={total}", f"--config.train.checkpoint_every={n}"]
     if sig == signal.SIGTERM:

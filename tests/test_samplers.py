@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from tests_util import OPTIMIZED
+
 from mdlm_jax.diffusion import sampling
 from mdlm_jax.diffusion.schedules import get_schedule
 from mdlm_jax.models import DiT
@@ -136,7 +138,8 @@ def test_tail_token_is_drawn_at_its_rate(x64, p, log2_draws):
     with jax.enable_x64(x64):
         q = jnp.asarray([1 - p, p], jnp.float64 if x64 else jnp.float32)
         count = jax.jit(lambda k: (sampling.sample_categorical(
-            jnp.broadcast_to(q, (chunk, 2)), sampling.exponential_noise(k, (chunk, 2))) == 1).sum())
+            jnp.broadcast_to(q, (chunk, 2)), sampling.exponential_noise(k, (chunk, 2))) == 1).sum(),
+            compiler_options=OPTIMIZED)
         hits = sum(int(count(k)) for k in jax.random.split(jax.random.key(0), 2 ** (log2_draws - 24)))
     expected = p * 2**log2_draws
     assert stats.poisson(expected).cdf(hits) > 1e-3 and stats.poisson(expected).sf(hits - 1) > 1e-3, (hits, expected)

@@ -8,6 +8,10 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
+# For the jits that run heavy loops (``jax.jit(f, compiler_options=OPTIMIZED)``): the suite's
+# ``--xla_backend_optimization_level=0`` (conftest) makes them 3 to 4 times slower.
+OPTIMIZED = {"xla_backend_optimization_level": 2}
+
 
 def package_dir(package, *parts):
     """A data directory shipped inside an installed package, or None."""

@@ -4,8 +4,9 @@ executable's memory analysis and the collectives per step from its HLO, beside a
 
     python -m mdlm_jax.tools.bench pod --devices 64,256 --sizes small,medium --meshes fsdp,fsdp_tensor
 
-Each device count runs in its own process (``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-must be set before jax starts). ``fsdp`` is the mesh (1, N, 1); ``fsdp_tensor`` is (1, N / 4, 4).
+Each device count runs in its own process (``--xla_force_host_platform_device_count=N`` must be
+in XLA_FLAGS before jax starts; the other flags set are kept). ``fsdp`` is the mesh (1, N, 1);
+``fsdp_tensor`` is (1, N / 4, 4).
 The batch is the paper's global batch (512) at L = 1024 with GPT-2's vocabulary (50,258 entries,
 held as ``model.vocab_multiple`` pads them: 50,304 rows by default).
 """
@@ -94,10 +95,17 @@ def compile_report(size: str, mesh_shape: tuple[int, int, int], *, batch: int = 
                 **{k.replace("-", "_"): v for k, v in count_collectives(compiled.as_text()).items()})
 
 
+def fake_devices_flags(devices: int) -> str:
+    """XLA_FLAGS for ``devices`` fake CPU devices, keeping every other flag already set."""
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")]
+    return " ".join([f"--xla_force_host_platform_device_count={devices}", *kept])
+
+
 def run_in_subprocess(devices: int, sizes: list[str], meshes: list[str], *, batch: int, seq_len: int,
                       scan_blocks: bool = True, vocab_multiple: int | None = None) -> list[dict]:
     """``compile_report`` for every (size, mesh) on ``devices`` fake CPU devices, in a fresh process."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=fake_devices_flags(devices), JAX_PLATFORMS="cpu")
     kw = f"batch={batch}, seq_len={seq_len}, scan_blocks={scan_blocks}, vocab_multiple={vocab_multiple}"
     code = (f"import json; from mdlm_jax.tools import pod_check as p; "
             f"print('ROWS', json.dumps([p.compile_report(s, p.MESHES[m]({devices}), {kw}) "
