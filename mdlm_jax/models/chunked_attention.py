@@ -31,12 +31,12 @@ DEFAULT_BLOCK = 128
 def _block_mask(q_pos, k_pos, key_mask_block, causal: bool, mask_fn):
     """(B or 1, 1, Lq, bk) bool, or None where every pair may attend (no mask of any kind: the
     mask's passes over the scores are left out at trace time)."""
-    ok = None if key_mask_block is None else key_mask_block[:, None, None, :]
-    for extra in ((k_pos[None, :] <= q_pos[:, None]) if causal else None,
-                  mask_fn(q_pos[:, None], k_pos[None, :]) if mask_fn is not None else None):
-        if extra is not None:
-            ok = extra[None, None] if ok is None else ok & extra[None, None]
-    return ok
+    masks = [] if key_mask_block is None else [key_mask_block[:, None, None, :]]
+    if causal:
+        masks.append((k_pos[None, :] <= q_pos[:, None])[None, None])
+    if mask_fn is not None:
+        masks.append(mask_fn(q_pos[:, None], k_pos[None, :])[None, None])
+    return functools.reduce(jnp.logical_and, masks) if masks else None
 
 
 def _scores(q, k_block, scale):
