@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mdlm_jax.diffusion import losses
-from mdlm_jax.models import DiT, dit
+from mdlm_jax.models import DiT, dit, layers
 
 
 def _model_and_params():
@@ -50,3 +50,29 @@ def test_the_fused_loss_projects_in_float32_too(chunk):
     fused = losses.chunked_token_nll(hidden, project, tokens, 96, chunk)
     full = losses.token_nll(model.apply({"params": params}, tokens, jnp.zeros((2,))), tokens, 96)
     np.testing.assert_allclose(fused, full, rtol=1e-6, atol=1e-5)
+
+
+def test_wide_bias_gradient_is_the_sum_over_positions():
+    """``layers.add_bias`` takes the bias gradient as ones @ dy: the same sum as the reduction."""
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(3), 3)
+        y, bias = jax.random.normal(keys[0], (3, 5, 7), jnp.float64), jax.random.normal(keys[1], (7,), jnp.float64)
+        cotangent = jax.random.normal(keys[2], (3, 5, 7), jnp.float64)
+        out, vjp = jax.vjp(layers.add_bias, y, bias)
+        d_y, d_bias = vjp(cotangent)
+        np.testing.assert_array_equal(out, y + bias)
+        np.testing.assert_array_equal(d_y, cotangent)
+        np.testing.assert_allclose(d_bias, np.asarray(cotangent).sum((0, 1)), rtol=1e-13)
+
+
+def test_dit_output_bias_gradient_counts_every_position_and_no_pad_entry():
+    """d/d bias of sum(logits * c) is c summed over (B, L); the pad entries of a padded vocabulary get 0."""
+    model = DiT(vocab_size=97, hidden_size=64, cond_dim=16, n_blocks=1, n_heads=2, dropout=0.0, vocab_multiple=8)
+    tokens = jax.random.randint(jax.random.key(0), (2, 8), 0, 96)
+    params = nn.meta.unbox(model.init(jax.random.key(1), tokens, jnp.zeros((2,)))["params"])
+    c = jax.random.normal(jax.random.key(4), (2, 8, 97))
+    grads = jax.grad(lambda p: (model.apply({"params": p}, tokens, jnp.zeros((2,))) * c).sum())(params)
+    d_bias = np.asarray(grads["output_layer"]["linear"]["bias"], np.float64)
+    assert d_bias.shape == (104,)
+    np.testing.assert_allclose(d_bias[:97], np.asarray(c, np.float64).sum((0, 1)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(d_bias[97:], 0.0)

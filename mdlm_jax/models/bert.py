@@ -26,7 +26,7 @@ import numpy as np
 from flax import traverse_util
 
 from mdlm_jax.models import vocab
-from mdlm_jax.models.layers import constrain, partitioned
+from mdlm_jax.models.layers import add_bias, constrain, partitioned
 from mdlm_jax.models.registry import register_model
 from mdlm_jax.validation import check_token_ids
 
@@ -112,10 +112,10 @@ def _layer_norm(eps: float, **kwargs):
 
 def tied_logits(hidden, word_embeddings, bias, dtype):
     """hidden (..., D) @ word_embeddings (V, D)^T + bias (V,) -> (..., V) float32, the matmul in
-    ``dtype`` with float32 accumulation."""
+    ``dtype`` with float32 accumulation (the bias gradient a product: ``add_bias``)."""
     logits = jnp.einsum("...d,vd->...v", hidden.astype(dtype), word_embeddings.astype(dtype),
                         preferred_element_type=jnp.float32)
-    return logits + bias.astype(jnp.float32)
+    return add_bias(logits, bias.astype(jnp.float32))
 
 
 class Dense(nn.Module):

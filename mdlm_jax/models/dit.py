@@ -139,7 +139,7 @@ class FinalLayer(nn.Module):
         if not project:
             return x
         logits = Dense(self.rows or self.vocab_size, ("embed", "vocab"), zero_init=True, dtype=self.dtype,
-                       out_dtype=jnp.float32, name="linear")(x)
+                       out_dtype=jnp.float32, wide=True, name="linear")(x)
         return vocab.cut_logits(layers.constrain(logits, ("batch", "length", "vocab")), self.vocab_size)
 
 
@@ -147,7 +147,7 @@ def project_hidden(model: "DiT", params, hidden):
     """The output layer's projection of ``DiT(return_hidden=True)``'s output (the fused loss applies
     it chunk by chunk): hidden (..., D) -> logits (..., V) float32, as ``FinalLayer`` computes them."""
     linear = params["output_layer"]["linear"]
-    return vocab.cut_logits(layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32),
+    return vocab.cut_logits(layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32, wide=True),
                             model.vocab_size)
 
 

@@ -101,15 +101,40 @@ class LayerNorm(nn.Module):
         return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale
 
 
-def linear(x, kernel, bias, dtype, out_dtype=None):
+def linear(x, kernel, bias, dtype, out_dtype=None, wide: bool = False):
     """x (..., D) @ kernel (D, F) + bias (F,) (or None) with both operands cast to ``dtype``: (..., F).
 
     ``out_dtype`` (e.g. float32 for logits) is the matmul's accumulation and output dtype and the
-    dtype the bias is added in; None keeps ``dtype``.
+    dtype the bias is added in; None keeps ``dtype``. ``wide`` (the vocabulary projection) takes the
+    bias gradient as a product (``add_bias``); the narrow layers keep XLA's reduction, which is fast
+    there and lets XLA share one layout of the gradient with the weight's.
     """
     out_dtype = out_dtype or dtype
     y = jnp.dot(x.astype(dtype), kernel.astype(dtype), preferred_element_type=out_dtype)
-    return y if bias is None else y + bias.astype(out_dtype)
+    if bias is None:
+        return y
+    return add_bias(y, bias.astype(out_dtype)) if wide else y + bias.astype(out_dtype)
+
+
+@jax.custom_vjp
+def add_bias(y, bias):
+    """y (..., F) + bias (F,) -> (..., F), whose bias gradient is the product ones (N,) @ dy (N, F)
+    over the N leading positions rather than a reduction: XLA:CPU's reduction over a major axis of
+    the output layer's (2048, 50,304) gradient took 742 ms, the product 17.5 ms (the same sum)."""
+    return y + bias
+
+
+def _add_bias_fwd(y, bias):
+    return y + bias, None
+
+
+def _add_bias_bwd(_, dy):
+    rows = dy.reshape(-1, dy.shape[-1])
+    ones = jnp.ones((rows.shape[0],), rows.dtype)
+    return dy, jnp.dot(ones, rows, precision=jax.lax.Precision.HIGHEST)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 class Dense(nn.Module):
@@ -124,6 +149,7 @@ class Dense(nn.Module):
     zero_init: bool = False
     dtype: Dtype = jnp.float32
     out_dtype: Dtype = None  # see ``linear``
+    wide: bool = False  # see ``linear``
 
     @nn.compact
     def __call__(self, x):
@@ -131,4 +157,4 @@ class Dense(nn.Module):
         init = nn.initializers.zeros if self.zero_init else torch_linear_init(fan_in)
         kernel = self.param("kernel", partitioned(init, self.names), (fan_in, self.features))
         bias = self.param("bias", partitioned(init, self.names[1:]), (self.features,)) if self.use_bias else None
-        return linear(x, kernel, bias, self.dtype, self.out_dtype)
+        return linear(x, kernel, bias, self.dtype, self.out_dtype, self.wide)

@@ -116,8 +116,9 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
                 step_temp_gib=_temp_memory_gib(step), peak_mem_gib=_peak_memory_gib(), compile_s=compile_s)
 
 
-def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int) -> float:
-    """Tokens/s of the project's PyTorch DiT (bfloat16 autocast on CUDA, SDPA), same batch."""
+def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int, dtype: str = "bfloat16") -> float:
+    """Tokens/s of the project's PyTorch DiT (SDPA) at the same batch and compute dtype: bfloat16
+    autocast where ``dtype`` is bfloat16 (on CUDA and on CPUs alike), float32 otherwise."""
     import torch
 
     from mdlm_jax.interop.torch_dit import DiT as TorchDiT
@@ -129,7 +130,7 @@ def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int
     sigma = torch.rand(batch, device=device)
 
     def step():
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             logits = model(x, sigma)
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x.flatten())
         loss.backward()
@@ -267,7 +268,7 @@ def main(argv=None) -> None:
                 if args.vs_torch:
                     if torch_tokens_per_s is None:
                         torch_tokens_per_s = bench_torch_train(args.size, length, args.batch, args.steps,
-                                                               args.vocab)
+                                                               args.vocab, args.dtype)
                     row["torch_tokens_per_s"] = torch_tokens_per_s
                     row["jax_over_torch"] = row["tokens_per_s"] / torch_tokens_per_s
                 print_row(row)
