@@ -145,6 +145,32 @@ def test_chunked_token_nll_equals_full_logits(chunk):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_token_nll_values_and_gradient_equal_log_softmax_in_float64(dtype):
+    """token_nll (custom VJP: softmax - onehot) against -log_softmax differentiated by JAX in
+    float64, the mask column removed; weights g per position, so each row's scale is checked."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(1)
+        logits = rng.standard_normal((2, 7, 11)) * 3
+        targets = rng.integers(0, 10, (2, 7))  # 10 = the mask id is never a target
+        g = rng.standard_normal((2, 7))
+
+        def reference(z):
+            z = jnp.where(jnp.arange(11) == 10, -jnp.inf, z)
+            logp = jax.nn.log_softmax(z, axis=-1)
+            return -jnp.take_along_axis(logp, jnp.asarray(targets)[..., None], axis=-1)[..., 0]
+
+        want, want_grad = reference(logits), jax.grad(lambda z: (reference(z) * g).sum())(jnp.asarray(logits))
+        z = jnp.asarray(logits, dtype)
+        got = losses.token_nll(z, targets, 10)
+        got_grad = jax.grad(lambda z: (losses.token_nll(z, targets, 10) * g).sum())(z)
+        assert got.dtype == dtype and got_grad.dtype == dtype
+        tol = 1e-13 if dtype == "float64" else 2e-6
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        np.testing.assert_allclose(got_grad, want_grad, rtol=tol, atol=tol)
+        assert np.all(np.asarray(got_grad)[..., 10] == 0)
+
+
 def test_discrete_snapping():
     t = process.sample_t(jax.random.key(0), 1000, num_steps=10)
     np.testing.assert_allclose(np.unique(np.round(np.asarray(t) * 10, 4)), np.arange(1, 11))
