@@ -147,8 +147,8 @@ def test_chunked_token_nll_equals_full_logits(chunk):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_token_nll_values_and_gradient_equal_log_softmax_in_float64(dtype):
-    """token_nll (custom VJP: softmax - onehot) against -log_softmax differentiated by JAX in
-    float64, the mask column removed; weights g per position, so each row's scale is checked."""
+    """token_nll's values and gradient against -log_softmax differentiated by JAX in float64, the
+    mask column removed; weights g per position, so each row's scale is checked."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(1)
         logits = rng.standard_normal((2, 7, 11)) * 3

@@ -147,8 +147,8 @@ def project_hidden(model: "DiT", params, hidden):
     """The output layer's projection of ``DiT(return_hidden=True)``'s output (the fused loss applies
     it chunk by chunk): hidden (..., D) -> logits (..., V) float32, as ``FinalLayer`` computes them."""
     linear = params["output_layer"]["linear"]
-    return vocab.cut_logits(layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32, wide=True),
-                            model.vocab_size)
+    logits = layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32, wide=True)
+    return vocab.cut_logits(logits, model.vocab_size)
 
 
 class DiT(nn.Module):

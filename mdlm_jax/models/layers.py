@@ -113,7 +113,8 @@ def linear(x, kernel, bias, dtype, out_dtype=None, wide: bool = False):
     y = jnp.dot(x.astype(dtype), kernel.astype(dtype), preferred_element_type=out_dtype)
     if bias is None:
         return y
-    return add_bias(y, bias.astype(out_dtype)) if wide else y + bias.astype(out_dtype)
+    bias = bias.astype(out_dtype)
+    return add_bias(y, bias) if wide else y + bias
 
 
 @jax.custom_vjp
