@@ -40,6 +40,10 @@ def default_config() -> ml_collections.ConfigDict:
         # (B, L, V) float32 logits and their gradient never exist whole (1.6 GB each at B=8, L=1024
         # with GPT-2's vocabulary); 0 computes the full logits. Same numbers up to float rounding.
         loss_chunk=0,
+        # with loss_chunk=0, for the objectives whose loss is the cross-entropy (subs, ar): compute it
+        # on the output layer's padded logits with its gradient written out (softmax - onehot), one
+        # pass instead of autodiff's scatter, copy and pad; False takes the model's (B, L, V) logits
+        fused_loss=True,
         # run the blocks as one lax.scan over their stacked params: XLA compiles one block instead of
         # n_blocks (compile time); same parameters, same numbers (dropout masks differ, not their law)
         scan_blocks=False,

@@ -33,8 +33,8 @@ DATA_FIELDS = ("seed", "data.source", "data.files", "data.txt_split", "data.json
                "data.packing", "data.detokenizer", "data.owt_val_documents", "data.val_fraction",
                "train.batch_size", "diffusion.time_sampler", "diffusion.num_steps", "diffusion.importance_sampling")
 MACHINE_FIELDS = ("mesh", "distributed", "model.dtype", "model.attention_impl", "model.remat", "model.loss_chunk",
-                  "model.scan_blocks", "data.path", "data.tfds_data_dir", "data.tokenizer_path", "data.cache_dir",
-                  "data.allow_download", "train.async_checkpoints", "train.peak_tflops",
+                  "model.fused_loss", "model.scan_blocks", "data.path", "data.tfds_data_dir", "data.tokenizer_path",
+                  "data.cache_dir", "data.allow_download", "train.async_checkpoints", "train.peak_tflops",
                   "train.preemption_check_every", "train.microbatches", "model.pretrained")
 
 

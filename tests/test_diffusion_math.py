@@ -145,6 +145,40 @@ def test_chunked_token_nll_equals_full_logits(chunk):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("mask_id", [2, 10])
+def test_projected_token_nll_equals_token_nll_of_the_cut_logits(mask_id):
+    """The output layer + cross-entropy with the gradient written out (softmax - onehot) against
+    autodiff of token_nll on the logits cut to the vocabulary, in float64: values and the gradients
+    of the hidden state, the kernel and the bias, with 3 pad columns (V = 11 of 14) and a weight per
+    position (the NELBO's); the mask column inside the vocabulary or its last entry."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        hidden = jnp.asarray(rng.standard_normal((2, 7, 5)))
+        params = {"w": jnp.asarray(rng.standard_normal((5, 14))), "b": jnp.asarray(rng.standard_normal(14))}
+        targets = jnp.asarray(rng.integers(0, 10, (2, 7)))
+        targets = jnp.where(targets == mask_id, 0, targets)  # the mask is never a target
+        weight = jnp.asarray(rng.uniform(0.5, 2.0, (2, 7)))
+
+        def project(p, h):
+            return h @ p["w"] + p["b"]
+
+        def full(p, h):
+            return (losses.token_nll(project(p, h)[..., :11], targets, mask_id) * weight).sum()
+
+        def fused(p, h):
+            return (losses.projected_token_nll(project, p, h, targets, mask_id, 11) * weight).sum()
+
+        np.testing.assert_allclose(losses.projected_token_nll(project, params, hidden, targets, mask_id, 11),
+                                   losses.token_nll(project(params, hidden)[..., :11], targets, mask_id), rtol=1e-13)
+        got, want = jax.grad(fused, (0, 1))(params, hidden), jax.grad(full, (0, 1))(params, hidden)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+        assert np.all(np.asarray(got[0]["w"])[:, 11:] == 0) and np.all(np.asarray(got[0]["b"])[11:] == 0)
+        # padded logits straight into token_nll: the pad columns excluded, not sliced off
+        np.testing.assert_allclose(losses.token_nll(project(params, hidden), targets, mask_id, 11),
+                                   losses.token_nll(project(params, hidden)[..., :11], targets, mask_id), rtol=1e-13)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_token_nll_values_and_gradient_equal_log_softmax_in_float64(dtype):
     """token_nll's values and gradient against -log_softmax differentiated by JAX in float64, the

@@ -12,7 +12,8 @@ from mdlm_jax.models import DiT, dit, layers
 
 
 def _model_and_params():
-    model = DiT(vocab_size=97, hidden_size=64, cond_dim=16, n_blocks=1, n_heads=2, dropout=0.0, dtype=jnp.bfloat16)
+    model = DiT(vocab_size=97, hidden_size=64, cond_dim=16, n_blocks=1, n_heads=2, dropout=0.0, dtype=jnp.bfloat16,
+                vocab_multiple=64)  # 128 output columns, 31 of them pads
     tokens = jax.random.randint(jax.random.key(0), (2, 8), 0, 96)
     params = nn.meta.unbox(model.init(jax.random.key(1), tokens, jnp.zeros((2,)))["params"])
     leaves, tree = jax.tree_util.tree_flatten(params)
@@ -22,7 +23,8 @@ def _model_and_params():
 
 
 def _reference(model, params, tokens):
-    """The output layer's input in float32, then the projection of its bfloat16-rounded operands in float64."""
+    """The output layer's input in float32, then the projection of its bfloat16-rounded operands in float64
+    (all 128 columns, the pads' too)."""
     hidden = model.apply({"params": params}, tokens, jnp.zeros((2,)), return_hidden=True)
     linear = params["output_layer"]["linear"]
     as_f64 = lambda x: np.asarray(jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32), np.float64)  # noqa: E731
@@ -33,21 +35,24 @@ def test_bfloat16_model_gives_float32_logits_accumulated_in_float32():
     model, params, tokens = _model_and_params()
     logits = model.apply({"params": params}, tokens, jnp.zeros((2,)))
     assert logits.dtype == jnp.float32
-    want = _reference(model, params, tokens)
+    want = _reference(model, params, tokens)[..., :97]
     scale = np.abs(want).max()
     # bfloat16 output rounding alone would be up to 2^-9 of the largest logit; float32 accumulation is ~1e-6.
     np.testing.assert_allclose(np.asarray(logits, np.float64), want, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("chunk", [3, 8])
+@pytest.mark.parametrize("chunk", [3, 8, 0])  # 0: projected_token_nll, the whole batch at once
 def test_the_fused_loss_projects_in_float32_too(chunk):
     model, params, tokens = _model_and_params()
     hidden = model.apply({"params": params}, tokens, jnp.zeros((2,)), return_hidden=True)
-    project = lambda h: dit.project_hidden(model, params, h)  # noqa: E731
-    assert project(hidden).dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(project(hidden), np.float64), _reference(model, params, tokens),
+    project = lambda p, h: dit.project_hidden(model, p, h)  # noqa: E731
+    assert project(params, hidden).dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(project(params, hidden), np.float64), _reference(model, params, tokens),
                                atol=1e-5 * np.abs(_reference(model, params, tokens)).max())
-    fused = losses.chunked_token_nll(hidden, project, tokens, 96, chunk)
+    if chunk:
+        fused = losses.chunked_token_nll(hidden, lambda h: project(params, h), tokens, 96, chunk, 97)
+    else:
+        fused = losses.projected_token_nll(project, params, hidden, tokens, 96, 97)
     full = losses.token_nll(model.apply({"params": params}, tokens, jnp.zeros((2,))), tokens, 96)
     np.testing.assert_allclose(fused, full, rtol=1e-6, atol=1e-5)
 

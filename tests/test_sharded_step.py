@@ -106,15 +106,18 @@ def test_mesh_and_batch_errors_are_clear():
 
 
 @pytest.mark.parametrize("parameterization", ["subs", "ar"])
-def test_fused_loss_and_scanned_blocks_give_the_same_step(parameterization):
-    """model.loss_chunk fuses the output layer with the cross-entropy (5 positions at a time: a
-    padded tail at L = 16, and L - 1 = 15 for AR) and model.scan_blocks scans the blocks over their
-    stacked, fsdp/tensor-sharded params; loss and update on a 2x2x2 mesh match the plain step on
-    one device."""
+@pytest.mark.parametrize("loss_chunk", [5, 0])
+def test_fused_loss_and_scanned_blocks_give_the_same_step(parameterization, loss_chunk):
+    """The output layer fused with the cross-entropy, 5 positions at a time (model.loss_chunk: a
+    padded tail at L = 16, and L - 1 = 15 for AR) or whole with its gradient written out
+    (model.fused_loss), and model.scan_blocks scanning the blocks over their stacked, fsdp/tensor-
+    sharded params: loss and update on a 2x2x2 mesh match the plain step (autodiff through the
+    model's logits) on one device."""
     cfg = small_config(parameterization, mesh=(2, 2, 2))
-    cfg.model.update(loss_chunk=5, scan_blocks=True)
-    assert_same(run_steps(cfg), run_steps(small_config(parameterization)))
-
+    cfg.model.update(loss_chunk=loss_chunk, fused_loss=True, scan_blocks=True)
+    plain = small_config(parameterization)
+    plain.model.fused_loss = False
+    assert_same(run_steps(cfg), run_steps(plain))
 
 
 @pytest.mark.parametrize("name", ["dit", "bert"])

@@ -6,6 +6,7 @@ a log-probability goes through ``jnp.where`` so that ``0 * -inf`` never reaches 
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -45,24 +46,34 @@ def subs_log_probs(logits, xt, mask_id: int):
     return jnp.where((xt != mask_id)[..., None], carried, logp)
 
 
-def token_nll(logits, targets, mask_id: int):
+def _excluded_columns(num_columns: int, mask_id: int, vocab_size: int | None):
+    """(V_out,) bool: the mask column and, for a padded output layer, the pad columns >= vocab_size."""
+    cols = jnp.arange(num_columns)
+    excluded = cols == mask_id
+    return excluded if vocab_size is None else excluded | (cols >= vocab_size)
+
+
+def token_nll(logits, targets, mask_id: int, vocab_size: int | None = None):
     """-log softmax(logits with the mask column removed)[target], without the (B, L, V) log-probs.
 
-    Shapes: logits (B, L, V), targets (B, L) int -> (B, L) float32 (float64 for float64 logits).
+    ``vocab_size``: the logits of a padded output layer (``models.vocab``) have more columns than
+    the vocabulary; those from ``vocab_size`` on are excluded like the mask column, never sliced off.
+    Shapes: logits (B, L, V_out), targets (B, L) int -> (B, L) float32 (float64 for float64 logits).
     """
-    logits = _mask_column(logits, mask_id)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    logits = jnp.where(_excluded_columns(logits.shape[-1], mask_id, vocab_size), -jnp.inf, logits)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return jax.nn.logsumexp(logits, axis=-1) - target_logit
 
 
-def chunked_token_nll(hidden, project: Callable, targets, mask_id: int, chunk: int):
+def chunked_token_nll(hidden, project: Callable, targets, mask_id: int, chunk: int, vocab_size: int | None = None):
     """``token_nll`` of the logits ``project(hidden)`` (the output layer), ``chunk`` positions at a time.
 
     The output projection and the cross-entropy are fused per chunk under ``jax.checkpoint``, so
     neither pass holds more than (B, chunk, V) logits (the backward recomputes each chunk's) where
     the unfused loss keeps (B, L, V) float32 logits and their gradient: 1.6 GB each at B = 8,
     L = 1024, V = 50,258. Chunking changes no number beyond float rounding.
-    Shapes: hidden (B, L, D), project (..., D) -> (..., V), targets (B, L) int -> (B, L) float32.
+    Shapes: hidden (B, L, D), project (..., D) -> (..., V_out), targets (B, L) int -> (B, L) float32.
     """
     batch, length, dim = hidden.shape
     n = -(-length // chunk)
@@ -73,10 +84,48 @@ def chunked_token_nll(hidden, project: Callable, targets, mask_id: int, chunk: i
     @jax.checkpoint
     def one_chunk(args):
         h, t = args
-        return token_nll(project(h), t, mask_id)
+        return token_nll(project(h), t, mask_id, vocab_size)
 
     nll = jax.lax.map(one_chunk, (hidden, targets))  # (n, B, chunk)
     return nll.swapaxes(0, 1).reshape(batch, n * chunk)[:, :length]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5))
+def projected_token_nll(project: Callable, params, hidden, targets, mask_id: int, vocab_size: int | None = None):
+    """``token_nll(project(params, hidden), targets, mask_id, vocab_size)`` with the cross-entropy's
+    gradient written out: d nll / d logits = softmax - onehot(target) over the kept columns.
+
+    Autodiff of ``token_nll`` on cut logits runs the gradient through a scatter (the target gather),
+    a copy and a pad back to the padded width before the output layer's matmuls; here it is one
+    elementwise pass over the (N, V_out) logits, which the projection's pullback takes as is (on
+    a 2-core CPU the small model's step at L = 1024 runs about 6% faster: docs/BENCHMARKS.md).
+    Same numbers as ``token_nll`` up to float rounding. ``project(params, hidden)`` -> logits.
+    Shapes: hidden (B, L, D), targets (B, L) int -> (B, L) float32.
+    """
+    return _projected_nll_fwd(project, params, hidden, targets, mask_id, vocab_size)[0]
+
+
+def _projected_nll_fwd(project, params, hidden, targets, mask_id, vocab_size):
+    logits, pullback = jax.vjp(project, params, hidden)
+    kept = ~_excluded_columns(logits.shape[-1], mask_id, vocab_size)
+    top = jnp.max(jnp.where(kept, logits, -jnp.inf), axis=-1, keepdims=True)
+    # exp(logits - max) is kept for the backward pass (softmax = e / sum e): one exp pass in all
+    e = jnp.where(kept, jnp.exp(logits - top), 0.0)
+    total = jnp.sum(e, axis=-1)
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return top[..., 0] + jnp.log(total) - target_logit, (pullback, e, total, targets)
+
+
+def _projected_nll_bwd(project, mask_id, vocab_size, residuals, g):
+    del project, mask_id, vocab_size
+    pullback, e, total, targets = residuals
+    cols = jnp.arange(e.shape[-1])
+    dlogits = g[..., None] * (e / total[..., None] - (cols == targets[..., None]))
+    dparams, dhidden = pullback(dlogits.astype(e.dtype))
+    return dparams, dhidden, None
+
+
+projected_token_nll.defvjp(_projected_nll_fwd, _projected_nll_bwd)
 
 
 def continuous_weight(sigma, dsigma):

@@ -6,16 +6,31 @@ from mdlm_jax.models import bert, dit  # noqa: E402  (register 'bert' and 'dit')
 from mdlm_jax.models.bert import Bert  # noqa: E402
 from mdlm_jax.models.dit import DiT  # noqa: E402
 
-# The output projection of each backbone's ``return_hidden=True`` output, for the fused loss.
+# The output projection of each backbone's ``return_hidden=True`` output, for the fused losses, and
+# the part of the params tree it reads (the fused loss differentiates only that part).
 _PROJECTIONS = {DiT: dit.project_hidden, Bert: bert.project_hidden}
+_HEADS = {DiT: dit.output_head, Bert: bert.output_head}
+
+
+def has_projection(model) -> bool:
+    """Whether ``project_hidden`` knows ``model``'s output layer (so the loss can be fused with it)."""
+    return type(model) in _PROJECTIONS
 
 
 def project_hidden(model, params, hidden):
-    """logits (..., V) = the output layer of ``model`` on its ``return_hidden`` output (..., D)."""
-    if type(model) not in _PROJECTIONS:
+    """logits (..., padded V) = the output layer of ``model`` on its ``return_hidden`` output (..., D),
+    pad columns not cut (the fused losses exclude them)."""
+    if not has_projection(model):
         raise ValueError(f"model.loss_chunk needs the output projection of {type(model).__name__}, which has none "
                          "registered in mdlm_jax.models: set model.loss_chunk=0.")
     return _PROJECTIONS[type(model)](model, params, hidden)
 
 
-__all__ = ["Bert", "DiT", "MODELS", "get_model", "project_hidden", "register_model"]
+def output_head(model, params) -> dict:
+    """The subtree of ``params`` that ``project_hidden`` reads (it can be given that alone)."""
+    if not has_projection(model):
+        raise ValueError(f"{type(model).__name__} has no output projection registered in mdlm_jax.models.")
+    return _HEADS[type(model)](params)
+
+
+__all__ = ["Bert", "DiT", "MODELS", "get_model", "has_projection", "output_head", "project_hidden", "register_model"]

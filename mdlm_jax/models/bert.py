@@ -343,11 +343,19 @@ class Bert(nn.Module):
         return out if return_hidden else vocab.cut_logits(constrain(out, ("batch", "length", "vocab")), self.vocab_size)
 
 
+def output_head(params) -> dict:
+    """The part of the params tree ``project_hidden`` reads: the word table and the decoder bias."""
+    return {"embeddings": {"word_embeddings": params["embeddings"]["word_embeddings"]},
+            "cls": {"predictions": {"bias": params["cls"]["predictions"]["bias"]}}}
+
+
 def project_hidden(model: Bert, params, hidden):
-    """The tied MLM decoder on ``Bert(return_hidden=True)``'s output (the fused loss applies it
-    chunk by chunk): hidden (..., D) -> logits (..., V) float32, as ``Bert`` computes them."""
-    return vocab.cut_logits(tied_logits(hidden, params["embeddings"]["word_embeddings"]["embedding"],
-                                        params["cls"]["predictions"]["bias"], model.dtype), model.vocab_size)
+    """The tied MLM decoder on ``Bert(return_hidden=True)``'s output, for the fused losses:
+    hidden (..., D) -> logits (..., model.padded_vocab) float32, as ``Bert`` computes them but not
+    cut to V (the losses exclude the pad columns)."""
+    logits = tied_logits(hidden, params["embeddings"]["word_embeddings"]["embedding"],
+                         params["cls"]["predictions"]["bias"], model.dtype)
+    return constrain(logits, ("batch", "length", "vocab")) if logits.ndim == 3 else logits
 
 
 def init_mlm_head(config: BertConfig, rng) -> dict:

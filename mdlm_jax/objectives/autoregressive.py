@@ -20,6 +20,7 @@ class Autoregressive(Objective):
     uses_sigma = False
     bound = False
     starts_with_bos = True
+    token_nll_loss = True
 
     def prepare(self, batch, rng, sobol_rng, sobol_offset=0):
         return dict(x0=batch["input_ids"], am=batch["attention_mask"].astype(jnp.float32))

@@ -24,7 +24,9 @@ class Objective(abc.ABC):
     ``causal``: the model attends causally; ``uses_sigma``: the model is given sigma;
     ``bound``: evaluation reports an upper bound on the NLL (diffusion) rather than the NLL itself
     (AR); ``predictors``: the ``sample.predictor`` values it supports (empty: it has one sampler and
-    ignores the field); ``starts_with_bos``: samples always start from a fixed BOS.
+    ignores the field); ``starts_with_bos``: samples always start from a fixed BOS;
+    ``token_nll_loss``: the loss reads the logits only through the ``nll`` argument of the loss
+    functions (``losses.token_nll`` by default), so the output layer can be fused with it.
     """
 
     name: ClassVar[str] = ""
@@ -33,6 +35,7 @@ class Objective(abc.ABC):
     bound: ClassVar[bool] = True
     predictors: ClassVar[tuple[str, ...]] = ()
     starts_with_bos: ClassVar[bool] = False
+    token_nll_loss: ClassVar[bool] = False
 
     def __init__(self, cfg, *, mask_id: int, schedule):
         self.cfg, self.mask_id, self.schedule = cfg, mask_id, schedule

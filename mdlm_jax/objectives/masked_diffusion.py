@@ -22,6 +22,7 @@ class MaskedDiffusion(Objective):
 
     name = "subs"
     predictors = sampling.ALL_PREDICTORS + ("analytic",)
+    token_nll_loss = True
 
     def prepare(self, batch, rng, sobol_rng, sobol_offset=0):
         d = self.cfg.diffusion

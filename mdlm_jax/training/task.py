@@ -98,22 +98,37 @@ def prepare(task: Task, batch: dict, rng, sobol_rng, sobol_offset=0) -> dict:
 
 def _outputs(task: Task, params, tokens, sigma, *, train: bool, rng, attention_mask=None):
     """(model output, the ``nll`` argument of the loss functions): logits and None (``token_nll``);
-    or, with ``model.loss_chunk`` > 0, the output layer's input and the fused
-    ``losses.chunked_token_nll``, which never materialises the (B, L, V) logits. A backbone with
-    ``uses_attention_mask`` (BERT) is given the batch's padding mask. The logical axis rules are set
-    here, so the models' activation constraints (``models.layers.constrain``) reach the mesh."""
+    or, when the objective's loss is ``token_nll`` and the backbone's output layer is registered
+    (``models.project_hidden``), the output layer's input and a loss fused with that layer:
+    ``losses.chunked_token_nll`` with ``model.loss_chunk`` > 0 (never materialises the (B, L, V)
+    logits), else ``losses.projected_token_nll`` with ``model.fused_loss`` (the cross-entropy's
+    gradient written out). A backbone with ``uses_attention_mask`` (BERT) is given the batch's
+    padding mask. The logical axis rules are set here, so the models' activation constraints
+    (``models.layers.constrain``) reach the mesh."""
     chunk = task.cfg.model.loss_chunk
+    fused = chunk or (task.cfg.model.get("fused_loss", False) and task.objective.token_nll_loss
+                      and models.has_projection(task.model))
     kwargs = {"rngs": {"dropout": rng} if train else {}}
-    if chunk:
+    if fused:
         kwargs["return_hidden"] = True
     if attention_mask is not None and getattr(task.model, "uses_attention_mask", False):
         kwargs["attention_mask"] = attention_mask
     with nn.logical_axis_rules(parallel.LOGICAL_RULES):
         out = task.model.apply({"params": params}, tokens, sigma, train=train, **kwargs)
-    if not chunk:
+    if not fused:
         return out, None
-    project = functools.partial(models.project_hidden, task.model, params)
-    return out, lambda hidden, targets: losses.chunked_token_nll(hidden, project, targets, task.mask_id, chunk)
+    project = functools.partial(models.project_hidden, task.model)
+    vocab_size = task.model.vocab_size
+
+    def nll(hidden, targets):
+        with nn.logical_axis_rules(parallel.LOGICAL_RULES):  # the projection constrains its logits
+            if chunk:
+                return losses.chunked_token_nll(hidden, functools.partial(project, params), targets, task.mask_id,
+                                                chunk, vocab_size)
+            return losses.projected_token_nll(project, models.output_head(task.model, params), hidden, targets,
+                                              task.mask_id, vocab_size)
+
+    return out, nll
 
 
 def token_losses(task: Task, params, ex: dict, *, train: bool, rng=None) -> losses.LossOutput:
