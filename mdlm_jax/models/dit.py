@@ -78,7 +78,7 @@ class Mlp(nn.Module):
     def __call__(self, x):
         dim = x.shape[-1]
         h = Dense(self.mlp_ratio * dim, ("embed", "mlp"), dtype=self.dtype, name="mlp_0")(x)
-        h = layers.constrain(nn.gelu(h, approximate=True), ("batch", "length", "mlp"))
+        h = layers.constrain(layers.gelu_tanh(h), ("batch", "length", "mlp"))
         return Dense(dim, ("mlp", "embed"), dtype=self.dtype, name="mlp_2")(h)
 
 
@@ -143,12 +143,18 @@ class FinalLayer(nn.Module):
         return vocab.cut_logits(layers.constrain(logits, ("batch", "length", "vocab")), self.vocab_size)
 
 
+def output_head(params) -> dict:
+    """The part of the params tree ``project_hidden`` reads: the output layer's projection."""
+    return {"output_layer": {"linear": params["output_layer"]["linear"]}}
+
+
 def project_hidden(model: "DiT", params, hidden):
-    """The output layer's projection of ``DiT(return_hidden=True)``'s output (the fused loss applies
-    it chunk by chunk): hidden (..., D) -> logits (..., V) float32, as ``FinalLayer`` computes them."""
+    """The output layer's projection of ``DiT(return_hidden=True)``'s output, for the fused losses:
+    hidden (..., D) -> logits (..., model.padded_vocab) float32, as ``FinalLayer`` computes them but
+    not cut to V (the losses exclude the pad columns; ``losses.token_nll``'s ``vocab_size``)."""
     linear = params["output_layer"]["linear"]
     logits = layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32, wide=True)
-    return vocab.cut_logits(logits, model.vocab_size)
+    return layers.constrain(logits, ("batch", "length", "vocab")) if logits.ndim == 3 else logits
 
 
 class DiT(nn.Module):
