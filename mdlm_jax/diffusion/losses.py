@@ -98,7 +98,7 @@ def projected_token_nll(project: Callable, params, hidden, targets, mask_id: int
     Autodiff of ``token_nll`` on cut logits runs the gradient through a scatter (the target gather),
     a copy and a pad back to the padded width before the output layer's matmuls; here it is one
     elementwise pass over the (N, V_out) logits, which the projection's pullback takes as is (on
-    a 2-core CPU the small model's step at L = 1024 runs about 6% faster: docs/BENCHMARKS.md).
+    a 2-core CPU the small model's step at L = 1024 runs about 4% faster: docs/BENCHMARKS.md).
     Same numbers as ``token_nll`` up to float rounding. ``project(params, hidden)`` -> logits.
     Shapes: hidden (B, L, D), targets (B, L) int -> (B, L) float32.
     """

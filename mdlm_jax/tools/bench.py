@@ -2,14 +2,14 @@
 
     python -m mdlm_jax.tools.bench train --size small --lengths 128,1024 --batch 8 [--vs-torch]
     python -m mdlm_jax.tools.bench train --remat none,block,dots_saveable --attention-impl xla,cudnn --loss-chunk 0,256
-    python -m mdlm_jax.tools.bench train --scan-blocks false,true
+    python -m mdlm_jax.tools.bench train --scan-blocks false,true --fused-loss true,false
     python -m mdlm_jax.tools.bench sample --size small --lengths 128,1024 --num-steps 128,1000,10000
     python -m mdlm_jax.tools.bench matmul --dtype float32
     python -m mdlm_jax.tools.bench pod --devices 64,256 --sizes small,medium --meshes fsdp,fsdp_tensor
 
-``--remat``, ``--attention-impl``, ``--loss-chunk`` and ``--scan-blocks`` take comma-separated
-lists (``model.remat``, ``model.attention_impl``, where '' or 'default' is jax's choice,
-``model.loss_chunk`` and ``model.scan_blocks``) and time every combination.
+``--remat``, ``--attention-impl``, ``--loss-chunk``, ``--scan-blocks`` and ``--fused-loss`` take
+comma-separated lists (``model.remat``, ``model.attention_impl``, where '' or 'default' is jax's
+choice, ``model.loss_chunk``, ``model.scan_blocks`` and ``model.fused_loss``) and time every combination.
 ``step_temp_gib`` is the compiled step's scratch memory (activations kept for the backward pass
 and temporaries), the number remat changes; ``peak_mem_gib`` is the device's peak so far in this
 process, so it never goes down between rows. MFU divides by the device's peak from
@@ -78,11 +78,11 @@ def _temp_memory_gib(compiled) -> float | None:
 
 def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, vocab: int, remat: str = "none",
                 attention_impl: str = "", loss_chunk: int = 0, scan_blocks: bool = False,
-                peak_tflops: float = 0.0) -> dict:
+                peak_tflops: float = 0.0, fused_loss: bool = True) -> dict:
     cfg = config_lib.default_config()
     config_lib.set_model_size(cfg, size)
     cfg.model.update(dtype=dtype, remat=remat, attention_impl=attention_impl, loss_chunk=loss_chunk,
-                     scan_blocks=scan_blocks)
+                     scan_blocks=scan_blocks, fused_loss=fused_loss)
     cfg.train.batch_size = batch
     cfg.mesh.update(data=-1, fsdp=1, tensor=1)
     mesh = parallel.make_mesh(cfg.mesh)
@@ -111,21 +111,26 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
                                                  mlp_ratio=task.model.mlp_ratio, vocab_size=vocab, seq_len=length)
     peak = flops.total_peak_flops(peak_tflops)
     return dict(size=size, L=length, batch=batch, dtype=dtype, remat=remat, attention=attention_impl or "default",
-                loss_chunk=loss_chunk, scan=scan_blocks, tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
+                loss_chunk=loss_chunk, scan=scan_blocks, fused=fused_loss, tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
                 mfu=None if peak is None else tokens_per_s * flop_per_token / peak,
                 step_temp_gib=_temp_memory_gib(step), peak_mem_gib=_peak_memory_gib(), compile_s=compile_s)
 
 
 def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int, dtype: str = "bfloat16") -> float:
     """Tokens/s of the project's PyTorch DiT (SDPA) at the same batch and compute dtype: bfloat16
-    autocast where ``dtype`` is bfloat16 (on CUDA and on CPUs alike), float32 otherwise."""
+    autocast where ``dtype`` is bfloat16 (on CUDA and on CPUs alike), float32 otherwise. Each step
+    is the official recipe's, as the JAX step: clipping, AdamW and the EMA of the weights (decay
+    0.9999 with its warmup, ``optim.ema_update``; here with PyTorch's fused foreach kernels)."""
     import torch
 
     from mdlm_jax.interop.torch_dit import DiT as TorchDiT
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = TorchDiT(vocab_size=vocab, cond_dim=128, **config_lib.MODEL_SIZES[size]).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    ema = [p.detach().clone() for p in params]
+    updates = [0]
     x = torch.randint(0, vocab - 1, (batch, length), device=device)
     sigma = torch.rand(batch, device=device)
 
@@ -134,9 +139,13 @@ def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int
             logits = model(x, sigma)
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x.flatten())
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        updates[0] += 1
+        decay = min(0.9999, (1 + updates[0]) / (10 + updates[0]))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
 
     step()
     if device == "cuda":
@@ -215,9 +224,9 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
 
 
-def _flag(value: str) -> bool:
+def _flag(value: str, option: str = "--scan-blocks") -> bool:
     if value.lower() not in ("true", "false", "1", "0"):
-        raise ValueError(f"--scan-blocks takes true / false values, got {value!r}.")
+        raise ValueError(f"{option} takes true / false values, got {value!r}.")
     return value.lower() in ("true", "1")
 
 
@@ -238,6 +247,7 @@ def main(argv=None) -> None:
                         help="model.attention_impl values, comma-separated; '' or 'default': jax's choice")
     parser.add_argument("--loss-chunk", default="0", help="model.loss_chunk values, comma-separated (train)")
     parser.add_argument("--scan-blocks", default="false", help="model.scan_blocks values: false, true or both (train)")
+    parser.add_argument("--fused-loss", default="true", help="model.fused_loss values: true, false or both (train)")
     parser.add_argument("--peak-tflops", type=float, default=0.0,
                         help="peak TFLOP/s per device for MFU; 0: the table in mdlm_jax/training/flops.py (train)")
     parser.add_argument("--matmul-size", type=int, default=4096, help="n of the (n, n) matmul (matmul)")
@@ -255,6 +265,7 @@ def main(argv=None) -> None:
     remats = args.remat.split(",")
     loss_chunks = [int(c) for c in args.loss_chunk.split(",")]
     scans = [_flag(v) for v in args.scan_blocks.split(",")]
+    fused_losses = [_flag(v, "--fused-loss") for v in args.fused_loss.split(",")]
     attention_impls = ["" if a == "default" else a for a in args.attention_impl.split(",")]
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), "
           f"jax {jax.__version__}, python {platform.python_version()}")
@@ -262,9 +273,10 @@ def main(argv=None) -> None:
     if args.what == "train":
         for length in lengths:
             torch_tokens_per_s = None
-            for remat, attention_impl, chunk, scan in itertools.product(remats, attention_impls, loss_chunks, scans):
+            for remat, attention_impl, chunk, scan, fused in itertools.product(remats, attention_impls, loss_chunks,
+                                                                               scans, fused_losses):
                 row = bench_train(args.size, length, args.batch, args.dtype, args.steps, args.vocab,
-                                  remat, attention_impl, chunk, scan, args.peak_tflops)
+                                  remat, attention_impl, chunk, scan, args.peak_tflops, fused)
                 if args.vs_torch:
                     if torch_tokens_per_s is None:
                         torch_tokens_per_s = bench_torch_train(args.size, length, args.batch, args.steps,
