@@ -27,11 +27,19 @@ class LossOutput(NamedTuple):
     weights: jax.Array
 
 
-def _mask_column(logits, mask_id: int):
-    """Sets the mask-token logit to -inf (zero-masking). Shapes: (..., V) -> (..., V) at least
-    float32 (bfloat16 logits are promoted; float64 ones, in x64 tests, are kept)."""
+def _excluded_columns(num_columns: int, mask_id: int, vocab_size: int | None):
+    """(V_out,) bool: the mask column and, for a padded output layer, the pad columns >= vocab_size."""
+    cols = jnp.arange(num_columns)
+    excluded = cols == mask_id
+    return excluded if vocab_size is None else excluded | (cols >= vocab_size)
+
+
+def _mask_column(logits, mask_id: int, vocab_size: int | None = None):
+    """Sets the mask-token logit (and the pad columns from ``vocab_size`` on) to -inf (zero-masking).
+    Shapes: (..., V_out) -> (..., V_out) at least float32 (bfloat16 logits are promoted; float64
+    ones, in x64 tests, are kept)."""
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-    return logits.at[..., mask_id].set(-jnp.inf)
+    return jnp.where(_excluded_columns(logits.shape[-1], mask_id, vocab_size), -jnp.inf, logits)
 
 
 def subs_log_probs(logits, xt, mask_id: int):
@@ -46,13 +54,6 @@ def subs_log_probs(logits, xt, mask_id: int):
     return jnp.where((xt != mask_id)[..., None], carried, logp)
 
 
-def _excluded_columns(num_columns: int, mask_id: int, vocab_size: int | None):
-    """(V_out,) bool: the mask column and, for a padded output layer, the pad columns >= vocab_size."""
-    cols = jnp.arange(num_columns)
-    excluded = cols == mask_id
-    return excluded if vocab_size is None else excluded | (cols >= vocab_size)
-
-
 def token_nll(logits, targets, mask_id: int, vocab_size: int | None = None):
     """-log softmax(logits with the mask column removed)[target], without the (B, L, V) log-probs.
 
@@ -60,8 +61,7 @@ def token_nll(logits, targets, mask_id: int, vocab_size: int | None = None):
     the vocabulary; those from ``vocab_size`` on are excluded like the mask column, never sliced off.
     Shapes: logits (B, L, V_out), targets (B, L) int -> (B, L) float32 (float64 for float64 logits).
     """
-    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-    logits = jnp.where(_excluded_columns(logits.shape[-1], mask_id, vocab_size), -jnp.inf, logits)
+    logits = _mask_column(logits, mask_id, vocab_size)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return jax.nn.logsumexp(logits, axis=-1) - target_logit
 

@@ -353,9 +353,8 @@ def project_hidden(model: Bert, params, hidden):
     """The tied MLM decoder on ``Bert(return_hidden=True)``'s output, for the fused losses:
     hidden (..., D) -> logits (..., model.padded_vocab) float32, as ``Bert`` computes them but not
     cut to V (the losses exclude the pad columns)."""
-    logits = tied_logits(hidden, params["embeddings"]["word_embeddings"]["embedding"],
-                         params["cls"]["predictions"]["bias"], model.dtype)
-    return constrain(logits, ("batch", "length", "vocab")) if logits.ndim == 3 else logits
+    return tied_logits(hidden, params["embeddings"]["word_embeddings"]["embedding"],
+                       params["cls"]["predictions"]["bias"], model.dtype)
 
 
 def init_mlm_head(config: BertConfig, rng) -> dict:

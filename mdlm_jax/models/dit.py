@@ -153,8 +153,7 @@ def project_hidden(model: "DiT", params, hidden):
     hidden (..., D) -> logits (..., model.padded_vocab) float32, as ``FinalLayer`` computes them but
     not cut to V (the losses exclude the pad columns; ``losses.token_nll``'s ``vocab_size``)."""
     linear = params["output_layer"]["linear"]
-    logits = layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32, wide=True)
-    return layers.constrain(logits, ("batch", "length", "vocab")) if logits.ndim == 3 else logits
+    return layers.linear(hidden, linear["kernel"], linear["bias"], model.dtype, jnp.float32, wide=True)
 
 
 class DiT(nn.Module):

@@ -111,7 +111,8 @@ def bench_train(size: str, length: int, batch: int, dtype: str, steps: int, voca
                                                  mlp_ratio=task.model.mlp_ratio, vocab_size=vocab, seq_len=length)
     peak = flops.total_peak_flops(peak_tflops)
     return dict(size=size, L=length, batch=batch, dtype=dtype, remat=remat, attention=attention_impl or "default",
-                loss_chunk=loss_chunk, scan=scan_blocks, fused=fused_loss, tokens_per_s=tokens_per_s, gflop_per_token=flop_per_token / 1e9,
+                loss_chunk=loss_chunk, scan=scan_blocks, fused=fused_loss, tokens_per_s=tokens_per_s,
+                gflop_per_token=flop_per_token / 1e9,
                 mfu=None if peak is None else tokens_per_s * flop_per_token / peak,
                 step_temp_gib=_temp_memory_gib(step), peak_mem_gib=_peak_memory_gib(), compile_s=compile_s)
 
@@ -129,7 +130,8 @@ def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int
     model = TorchDiT(vocab_size=vocab, cond_dim=128, **config_lib.MODEL_SIZES[size]).to(device)
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    ema = [p.detach().clone() for p in params]
+    weights = [p.detach() for p in params]  # views: the optimizer updates them in place
+    ema = [w.clone() for w in weights]
     updates = [0]
     x = torch.randint(0, vocab - 1, (batch, length), device=device)
     sigma = torch.rand(batch, device=device)
@@ -145,7 +147,7 @@ def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int
         updates[0] += 1
         decay = min(0.9999, (1 + updates[0]) / (10 + updates[0]))
         with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
+            torch._foreach_lerp_(ema, weights, 1.0 - decay)
 
     step()
     if device == "cuda":
@@ -224,7 +226,7 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
 
 
-def _flag(value: str, option: str = "--scan-blocks") -> bool:
+def _flag(value: str, option: str) -> bool:
     if value.lower() not in ("true", "false", "1", "0"):
         raise ValueError(f"{option} takes true / false values, got {value!r}.")
     return value.lower() in ("true", "1")
@@ -264,7 +266,7 @@ def main(argv=None) -> None:
     lengths = [int(x) for x in args.lengths.split(",")]
     remats = args.remat.split(",")
     loss_chunks = [int(c) for c in args.loss_chunk.split(",")]
-    scans = [_flag(v) for v in args.scan_blocks.split(",")]
+    scans = [_flag(v, "--scan-blocks") for v in args.scan_blocks.split(",")]
     fused_losses = [_flag(v, "--fused-loss") for v in args.fused_loss.split(",")]
     attention_impls = ["" if a == "default" else a for a in args.attention_impl.split(",")]
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), "
@@ -291,7 +293,7 @@ def main(argv=None) -> None:
         for devices in (int(d) for d in args.devices.split(",")):
             for row in pod_check.run_in_subprocess(devices, args.sizes.split(","), args.meshes.split(","),
                                                    batch=args.global_batch, seq_len=args.pod_length,
-                                                   scan_blocks=_flag(args.pod_scan_blocks),
+                                                   scan_blocks=_flag(args.pod_scan_blocks, "--pod-scan-blocks"),
                                                    vocab_multiple=args.vocab_multiple):
                 print_row(row)
                 rows.append(row)

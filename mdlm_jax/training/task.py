@@ -106,7 +106,7 @@ def _outputs(task: Task, params, tokens, sigma, *, train: bool, rng, attention_m
     padding mask. The logical axis rules are set here, so the models' activation constraints
     (``models.layers.constrain``) reach the mesh."""
     chunk = task.cfg.model.loss_chunk
-    fused = chunk or (task.cfg.model.get("fused_loss", False) and task.objective.token_nll_loss
+    fused = chunk or (task.cfg.model.fused_loss and task.objective.token_nll_loss
                       and models.has_projection(task.model))
     kwargs = {"rngs": {"dropout": rng} if train else {}}
     if fused:
