@@ -26,7 +26,7 @@ import numpy as np
 from flax import traverse_util
 
 from mdlm_jax.models import vocab
-from mdlm_jax.models.layers import add_bias, constrain, partitioned
+from mdlm_jax.models.layers import add_bias, constrain, flat_dot, partitioned
 from mdlm_jax.models.registry import register_model
 from mdlm_jax.validation import check_token_ids
 
@@ -133,8 +133,7 @@ class Dense(nn.Module):
         kernel = self.param("kernel", partitioned(_normal, self.names),
                             tuple(x.shape[a] for a in in_axes) + self.features)
         bias = self.param("bias", partitioned(nn.initializers.zeros, self.names[self.n_in:]), self.features)
-        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                                ((in_axes, tuple(range(self.n_in))), ((), ())))
+        y = flat_dot(x.astype(self.dtype), kernel.astype(self.dtype), self.n_in)
         return y + bias.astype(self.dtype)
 
 

@@ -56,16 +56,16 @@ class Attention(nn.Module):
         w_qkv = self.param("attn_qkv", partitioned(layers.torch_linear_init(dim),
                                                    ("embed", None, "heads", "kv")),
                            (dim, 3, self.n_heads, head_dim))
-        qkv = jnp.einsum("bld,dthk->tblhk", x.astype(self.dtype), w_qkv.astype(self.dtype))
+        qkv = layers.flat_dot(x.astype(self.dtype), w_qkv.astype(self.dtype))  # (B, L, 3, H, k)
         heads = ("batch", "length", "heads", "kv")
-        q = layers.constrain(layers.apply_rotary(qkv[0], cos, sin), heads)
-        k = layers.constrain(layers.apply_rotary(qkv[1], cos, sin), heads)
-        v = layers.constrain(qkv[2], heads)
+        q = layers.constrain(layers.apply_rotary(qkv[:, :, 0], cos, sin), heads)
+        k = layers.constrain(layers.apply_rotary(qkv[:, :, 1], cos, sin), heads)
+        v = layers.constrain(qkv[:, :, 2], heads)
         out = layers.constrain(attention.dot_product_attention(q, k, v, self.causal, self.implementation), heads)
         w_out = self.param("attn_out", partitioned(layers.torch_linear_init(dim),
                                                    ("heads", "kv", "embed")),
                            (self.n_heads, head_dim, dim))
-        return jnp.einsum("blhk,hkd->bld", out, w_out.astype(self.dtype))
+        return layers.flat_dot(out, w_out.astype(self.dtype), contract=2)
 
 
 class Mlp(nn.Module):
