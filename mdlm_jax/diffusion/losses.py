@@ -107,10 +107,11 @@ def projected_token_nll(project: Callable, params, hidden, targets, mask_id: int
 
 def _projected_nll_fwd(project, params, hidden, targets, mask_id, vocab_size):
     logits, pullback = jax.vjp(project, params, hidden)
-    kept = ~_excluded_columns(logits.shape[-1], mask_id, vocab_size)
-    top = jnp.max(jnp.where(kept, logits, -jnp.inf), axis=-1, keepdims=True)
-    # exp(logits - max) is kept for the backward pass (softmax = e / sum e): one exp pass in all
-    e = jnp.where(kept, jnp.exp(logits - top), 0.0)
+    masked = _mask_column(logits, mask_id, vocab_size)
+    top = jnp.max(masked, axis=-1, keepdims=True)
+    # exp(masked - max) is 0 on the excluded columns and kept for the backward pass (softmax =
+    # e / sum e): one exp pass in all, and no second select after it
+    e = jnp.exp(masked - top)
     total = jnp.sum(e, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return top[..., 0] + jnp.log(total) - target_logit, (pullback, e, total, targets)
