@@ -129,9 +129,7 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        in_axes = tuple(range(x.ndim - self.n_in, x.ndim))
-        kernel = self.param("kernel", partitioned(_normal, self.names),
-                            tuple(x.shape[a] for a in in_axes) + self.features)
+        kernel = self.param("kernel", partitioned(_normal, self.names), x.shape[x.ndim - self.n_in:] + self.features)
         bias = self.param("bias", partitioned(nn.initializers.zeros, self.names[self.n_in:]), self.features)
         y = flat_dot(x.astype(self.dtype), kernel.astype(self.dtype), self.n_in)
         return y + bias.astype(self.dtype)

@@ -132,11 +132,10 @@ def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int
     opt = torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     weights = [p.detach() for p in params]  # views: the optimizer updates them in place
     ema = [w.clone() for w in weights]
-    updates = [0]
     x = torch.randint(0, vocab - 1, (batch, length), device=device)
     sigma = torch.rand(batch, device=device)
 
-    def step():
+    def step(n):  # n: this update's number, from 1
         with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             logits = model(x, sigma)
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x.flatten())
@@ -144,17 +143,16 @@ def bench_torch_train(size: str, length: int, batch: int, steps: int, vocab: int
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        updates[0] += 1
-        decay = min(0.9999, (1 + updates[0]) / (10 + updates[0]))
+        decay = min(0.9999, (1 + n) / (10 + n))  # optim.ema_decay's rule, on the host: no JAX call in the step
         with torch.no_grad():
             torch._foreach_lerp_(ema, weights, 1.0 - decay)
 
-    step()
+    step(1)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
+    for n in range(2, steps + 2):
+        step(n)
     if device == "cuda":
         torch.cuda.synchronize()
     return batch * length / ((time.perf_counter() - start) / steps)
